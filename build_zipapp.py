@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Build dist/pyinit.pyz: pyinit and its dependencies in one executable file.
+
+    python3 build_zipapp.py [--output PATH] [--wheels DIR]
+
+The pyz needs nothing but CPython 3.11 or newer. It carries:
+  * pyinit, sdnotify and python-json-logger (pure Python) at the top level;
+  * psutil's Python files, and its native module for each Linux architecture
+    in ARCHITECTURES as `_native/<machine>/<module>.so` (loaded through
+    memfd by pyinit/_bootstrap.py, never written to disk);
+  * compiled bytecode next to every module (unchecked-hash .pyc): zipimport
+    cannot cache bytecode itself, and compiling on each start would cost
+    more than pyinit's whole start-up. Another Python version ignores these
+    .pyc files (wrong magic number) and compiles from the .py beside them.
+
+Wheels are fetched with pip into --wheels (default build/wheels) once and
+reused, so a rebuild works offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import py_compile
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipapp
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+
+PURE_DEPENDENCIES = ["sdnotify==0.3.2", "python-json-logger==4.2.0"]
+PSUTIL = "psutil==7.2.2"
+#: machine (os.uname().machine) -> pip platform tag of its manylinux wheel
+ARCHITECTURES = {"x86_64": "manylinux2014_x86_64", "aarch64": "manylinux2014_aarch64"}
+
+
+def pip(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True)
+
+
+def fetch_wheels(cache: Path) -> dict[str, Path]:
+    """Wheels by key ('pure:<name>' or 'psutil:<machine>'), downloading missing ones."""
+    wheels: dict[str, Path] = {}
+    for requirement in PURE_DEPENDENCIES:
+        name, version = requirement.split("==")
+        key = f"pure:{name}"
+        stem = f"{name.replace('-', '_')}-{version}-"
+        found = sorted(cache.glob(stem + "*.whl"))
+        if not found:
+            pip("wheel", "--no-deps", "-w", str(cache), requirement)
+            found = sorted(cache.glob(stem + "*.whl"))
+        wheels[key] = found[0]
+    name, version = PSUTIL.split("==")
+    for machine, platform in ARCHITECTURES.items():
+        pattern = f"psutil-{version}-*{machine}*.whl"
+        found = sorted(cache.glob(pattern))
+        if not found:
+            pip(
+                "download", "--no-deps", "--only-binary=:all:", "--platform", platform,
+                "--implementation", "cp", "--python-version", "3.11", "-d", str(cache), PSUTIL,
+            )  # fmt: skip
+            found = sorted(cache.glob(pattern))
+        if not found:
+            raise SystemExit(f"build_zipapp: no {PSUTIL} wheel for {machine} in {cache}")
+        wheels[f"psutil:{machine}"] = found[0]
+    return wheels
+
+
+def unpack(wheel: Path, staging: Path, *, native_to: Path | None = None) -> None:
+    """Extract a wheel's importable files; native modules go to `native_to`."""
+    with zipfile.ZipFile(wheel) as archive:
+        for member in archive.namelist():
+            top = member.split("/", 1)[0]
+            if top.endswith((".dist-info", ".data")) or member.endswith("/"):
+                continue
+            if member.endswith(".so"):
+                if native_to is not None:
+                    module = Path(member).name.split(".", 1)[0]
+                    native_to.mkdir(parents=True, exist_ok=True)
+                    (native_to / f"{module}.so").write_bytes(archive.read(member))
+                continue
+            target = staging / member
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(archive.read(member))
+
+
+def compile_all(staging: Path) -> None:
+    for source in staging.rglob("*.py"):
+        py_compile.compile(
+            str(source),
+            cfile=str(source.with_suffix(".pyc")),
+            dfile=str(source.relative_to(staging)),
+            doraise=True,
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )
+
+
+def build(output: Path, cache: Path) -> None:
+    cache.mkdir(parents=True, exist_ok=True)
+    wheels = fetch_wheels(cache)
+    with tempfile.TemporaryDirectory() as tmp:
+        staging = Path(tmp) / "app"
+        shutil.copytree(
+            ROOT / "pyinit", staging / "pyinit", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+        for key, wheel in wheels.items():
+            kind, _, machine = key.partition(":")
+            if kind == "pure":
+                unpack(wheel, staging)
+            else:
+                unpack(wheel, staging, native_to=staging / "_native" / machine)
+        (staging / "__main__.py").write_text(
+            '"""pyinit.pyz entry: see pyinit/__main__.py."""\nimport pyinit.__main__  # noqa: F401\n'
+        )
+        compile_all(staging)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        partial = output.with_name(output.name + ".tmp")
+        zipapp.create_archive(staging, partial, interpreter="/usr/bin/env python3", compressed=True)
+        os.chmod(partial, 0o755)
+        os.replace(partial, output)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", type=Path, default=ROOT / "dist" / "pyinit.pyz")
+    parser.add_argument("--wheels", type=Path, default=ROOT / "build" / "wheels")
+    args = parser.parse_args()
+    build(args.output.resolve(), args.wheels.resolve())
+    print(f"wrote {args.output} ({args.output.stat().st_size // 1024} KiB)")
+
+
+if __name__ == "__main__":
+    main()

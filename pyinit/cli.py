@@ -1,0 +1,306 @@
+"""Command line and PYINIT_* variables -> Options; then run.
+
+The one place that turns a usage error into `pyinit: error: ...` and exit
+status 2. The parser is hand-written: `argparse` costs ~3 ms of start-up
+(`gettext`, `re`) and cannot stop at the first non-option word the way an
+init must (`pyinit sh -c '...'` passes `-c` to sh). Options are scanned
+POSIX style: they end at `--` or at the first word that is not an option.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyinit import __version__
+from pyinit.model import Options
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+EXIT_USAGE = 2
+
+USAGE = "usage: pyinit [OPTIONS] [--] COMMAND [ARG...]"
+
+HELP = f"""{USAGE}
+
+Run COMMAND as an init: reap every zombie, forward signals to COMMAND's process
+group, stop it with SIGKILL when it outstays the grace period, and exit with its
+status (128+N if a signal N killed it).
+
+options (each has an environment variable; the flag wins):
+  -c, --single-child       signal only the child, not its process group, and
+                           do not start it in a new session    PYINIT_SINGLE_CHILD=1
+  -r, --rewrite SRC:DST    forward signal SRC as DST (names or numbers; DST 0
+                           drops it); repeatable               PYINIT_REWRITE=TERM:QUIT,INT:0
+  -e, --remap-exit CODE    treat exit status CODE as 0; repeatable
+                                                               PYINIT_REMAP_EXIT=143,137
+  -p, --pdeathsig SIG      signal pyinit gets when its parent dies (not as PID 1)
+                                                               PYINIT_PDEATHSIG=TERM
+  -t, --grace SECONDS      after a stop signal, wait this long before SIGKILL;
+                           0 waits forever (default 10)        PYINIT_GRACE=10
+      --log-format FORMAT  text or json (default text)         PYINIT_LOG_FORMAT=json
+      --log-level LEVEL    debug, info, warning, error (default info)
+                                                               PYINIT_LOG_LEVEL=debug
+  -v, --verbose            same as --log-level debug
+  -V, --version            print the version and exit
+  -h, --help               print this help and exit
+
+exit status: COMMAND's; 128+N if signal N killed it; 126 if it cannot run;
+127 if it is not found; 2 for a usage error.
+"""
+
+
+class UsageError(Exception):
+    """Bad command line or PYINIT_* value; the message names which."""
+
+
+# -- value parsers: text -> value, or ValueError saying what is wrong ----------
+
+
+def parse_bool(text: str) -> bool:
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected 1 or 0 (true/false), got {text!r}")
+
+
+_DURATION_UNITS = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0), ("d", 86400.0))
+
+
+def parse_seconds(text: str) -> float:
+    """`10`, `2.5`, `500ms`, `30s`, `5m`, `1h`, `1d` -> seconds (>= 0)."""
+    word = text.strip().lower()
+    scale = 1.0
+    for suffix, factor in _DURATION_UNITS:
+        if word.endswith(suffix) and word[: -len(suffix)][-1:].isdigit():
+            word, scale = word[: -len(suffix)], factor
+            break
+    try:
+        value = float(word) * scale
+    except ValueError:
+        raise ValueError(f"expected seconds (e.g. 10, 2.5, 500ms, 1m), got {text!r}") from None
+    if not value >= 0 or value == float("inf"):  # also rejects nan
+        raise ValueError(f"expected a duration of 0 or more seconds, got {text!r}")
+    return value
+
+
+def parse_exit_code(text: str) -> int:
+    word = text.strip()
+    if not word.isdigit() or not 0 <= int(word) <= 255:
+        raise ValueError(f"expected an exit status from 0 to 255, got {text!r}")
+    return int(word)
+
+
+def parse_rewrite(text: str) -> tuple[int, int]:
+    from pyinit.signals import parse_signal
+
+    source, sep, target = text.partition(":")
+    if not sep or not source.strip() or not target.strip():
+        raise ValueError(f"expected SRC:DST (e.g. TERM:QUIT, or INT:0 to drop), got {text!r}")
+    return parse_signal(source), parse_signal(target, allow_zero=True)
+
+
+def parse_pdeathsig(text: str) -> int:
+    from pyinit.signals import parse_signal
+
+    return parse_signal(text)
+
+
+def parse_choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        word = text.strip().lower()
+        if word not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return word
+
+    return parse
+
+
+# -- the option table ------------------------------------------------------------
+
+
+class Opt:
+    """One option: its flags, its variable, how to parse it, where it goes."""
+
+    __slots__ = ("short", "long", "variable", "parse", "attr", "repeat")
+
+    def __init__(
+        self,
+        short: str | None,
+        long: str,
+        variable: str | None,
+        parse: Callable[[str], object] | None,
+        attr: str,
+        repeat: bool = False,
+    ) -> None:
+        self.short = short
+        self.long = long
+        self.variable = variable
+        self.parse = parse  # None: a flag that takes no value
+        self.attr = attr
+        self.repeat = repeat
+
+
+OPTIONS = (
+    Opt("c", "single-child", "PYINIT_SINGLE_CHILD", None, "single_child"),
+    Opt("r", "rewrite", "PYINIT_REWRITE", parse_rewrite, "rewrite", repeat=True),
+    Opt("e", "remap-exit", "PYINIT_REMAP_EXIT", parse_exit_code, "remap_exit", repeat=True),
+    Opt("p", "pdeathsig", "PYINIT_PDEATHSIG", parse_pdeathsig, "pdeathsig"),
+    Opt("t", "grace", "PYINIT_GRACE", parse_seconds, "grace"),
+    Opt(None, "log-format", "PYINIT_LOG_FORMAT", parse_choice("text", "json"), "log_format"),
+    Opt(None, "log-level", "PYINIT_LOG_LEVEL", parse_choice("debug", "info", "warning", "error"), "log_level"),
+    Opt("v", "verbose", None, None, "verbose"),
+    Opt("V", "version", None, None, "version"),
+    Opt("h", "help", None, None, "help"),
+)
+
+#: Parts of the contract (SPEC sections 3-6) that later releases add. Naming
+#: them here turns "silently ignored" into a clear error.
+NOT_YET = {
+    "--config": "services (--config)",
+    "--check": "--check",
+    "--ctl-socket": "the control socket (--ctl-socket)",
+    "--health-port": "health probes (--health-port)",
+}
+NOT_YET_VARIABLES = {
+    "PYINIT_SERVICES": "services (PYINIT_SERVICES)",
+    "PYINIT_CONFIG": "services (PYINIT_CONFIG)",
+    "PYINIT_HEALTH_PORT": "health probes (PYINIT_HEALTH_PORT)",
+}
+
+
+def _apply(options: Options, opt: Opt, values: list[str], source: Callable[[str], str]) -> None:
+    """Parse `values` for `opt` and store them; errors name `source(value)`."""
+    parsed = []
+    for value in values:
+        try:
+            parsed.append(opt.parse(value) if opt.parse else parse_bool(value))
+        except ValueError as error:
+            raise UsageError(f"{source(value)}: {error}") from None
+    if opt.attr == "rewrite":
+        options.rewrite = dict(parsed)  # type: ignore[arg-type]
+    elif opt.attr == "remap_exit":
+        options.remap_exit = frozenset(parsed)  # type: ignore[arg-type]
+    elif parsed:
+        setattr(options, opt.attr, parsed[-1])
+
+
+def _split_list(text: str) -> list[str]:
+    return [item for item in (part.strip() for part in text.split(",")) if item]
+
+
+def _scan_argv(argv: list[str]) -> tuple[dict[str, list[str]], set[str], list[str]]:
+    """argv -> ({attr: [values]}, {flag attrs seen}, command)."""
+    by_long = {opt.long: opt for opt in OPTIONS}
+    by_short = {opt.short: opt for opt in OPTIONS if opt.short}
+    values: dict[str, list[str]] = {}
+    flags: set[str] = set()
+
+    def take(opt: Opt, value: str | None, index: int, shown: str) -> int:
+        if opt.parse is None:
+            if value is not None:
+                raise UsageError(f"{shown} takes no value")
+            flags.add(opt.attr)
+            return index
+        if value is None:
+            if index >= len(argv):
+                raise UsageError(f"{shown} needs a value")
+            value, index = argv[index], index + 1
+        values.setdefault(opt.attr, []).append(value)
+        return index
+
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        i += 1
+        if word == "--":
+            return values, flags, argv[i:]
+        if word.startswith("--"):
+            name, eq, value = word[2:].partition("=")
+            if "--" + name in NOT_YET:
+                raise UsageError(f"{NOT_YET['--' + name]} is not available in pyinit {__version__}")
+            opt = by_long.get(name)
+            if opt is None:
+                raise UsageError(f"unknown option --{name} (see pyinit --help)")
+            i = take(opt, value if eq else None, i, "--" + name)
+        elif word.startswith("-") and word != "-":
+            j = 1
+            while j < len(word):
+                opt = by_short.get(word[j])
+                if opt is None:
+                    raise UsageError(f"unknown option -{word[j]} (see pyinit --help)")
+                if opt.parse is not None:
+                    rest = word[j + 1 :]
+                    i = take(opt, rest or None, i, "-" + word[j])
+                    break
+                take(opt, None, i, "-" + word[j])
+                j += 1
+        else:
+            return values, flags, argv[i - 1 :]
+    return values, flags, []
+
+
+def parse(argv: list[str], environ: Mapping[str, str]) -> tuple[Options, set[str]]:
+    """Build Options from argv (without the program name) and the environment.
+
+    Returns the options and the set of action flags seen (help, version).
+    Raises UsageError for anything wrong.
+    """
+    if argv[:1] == ["ctl"]:
+        raise UsageError(
+            f"'pyinit ctl' is not available in pyinit {__version__}; "
+            "to run a program named ctl, write 'pyinit -- ctl'"
+        )
+    values, flags, command = _scan_argv(argv)
+    if "help" in flags or "version" in flags:
+        return Options(), flags
+    for variable, what in NOT_YET_VARIABLES.items():
+        if environ.get(variable, "").strip():
+            raise UsageError(f"{variable}: {what} is not available in pyinit {__version__}")
+
+    options = Options()
+    for opt in OPTIONS:
+        if opt.attr in ("verbose", "version", "help"):
+            continue
+        if opt.attr in values or opt.attr in flags:
+            flag_values = values.get(opt.attr, ["1"])
+            _apply(options, opt, flag_values, lambda v, o=opt: _flag_source(o, v))
+        elif opt.variable and environ.get(opt.variable, "").strip():
+            text = environ[opt.variable]
+            items = _split_list(text) if opt.repeat else [text]
+            _apply(options, opt, items, lambda v, o=opt: f"{o.variable}={v!r}")
+    if "verbose" in flags and "log_level" not in values:
+        options.log_level = "debug"
+    if not command:
+        raise UsageError("no command given and no services configured (see pyinit --help)")
+    options.command = command
+    return options, flags
+
+
+def _flag_source(opt: Opt, value: str) -> str:
+    return f"--{opt.long} {value}" if opt.parse else f"--{opt.long}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `pyinit` command. Returns the exit status."""
+    from pyinit.logs import fatal
+
+    try:
+        options, flags = parse(sys.argv[1:] if argv is None else argv, os.environ)
+    except UsageError as error:
+        fatal(str(error))
+        return EXIT_USAGE
+    if "help" in flags:
+        sys.stdout.write(HELP)
+        return 0
+    if "version" in flags:
+        sys.stdout.write(f"pyinit {__version__}\n")
+        return 0
+
+    from pyinit.runner import run
+
+    return run(options)

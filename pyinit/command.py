@@ -1,0 +1,188 @@
+"""Single-command mode: what tini and dumb-init do, plus a kill timeout.
+
+States of the one child, and what moves between them:
+
+    RUNNING --stop signal (TERM/INT/QUIT) forwarded--> RUNNING, kill timer armed
+    RUNNING --child exits, group mode--> DRAINING: SIGTERM to what is left of
+            its process group, kill timer armed (if not already)
+    RUNNING --child exits, --single-child--> DONE
+    DRAINING --group empty--> DONE
+    any --kill timer fires--> SIGKILL to the group (or child); a last short
+            timer makes sure pyinit exits even if something cannot die
+
+"Group empty" is asked of the kernel (`killpg(pgid, 0)` -> ESRCH) after each
+reap. Group members that outlive their parent are reparented to pyinit (PID
+1 or subreaper), so their deaths reach the reaper as SIGCHLD and no polling
+is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pyinit import reaper, signals
+from pyinit.model import ExitStatus, Options
+from pyinit.spawn import spawn
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pyinit.logs import Log
+    from pyinit.loop import Loop, Timer
+
+#: After SIGKILL, how long to wait for the kernel to finish the job before
+#: exiting anyway (a process in uninterruptible sleep cannot die sooner).
+KILL_SETTLE_SECONDS = 5.0
+
+
+class CommandSupervisor:
+    """Runs COMMAND, forwards signals to it, and decides pyinit's exit status."""
+
+    def __init__(self, options: Options, loop: Loop, log: Log) -> None:
+        self.options = options
+        self.loop = loop
+        self.log = log
+        self.pid = 0
+        self.status: ExitStatus | None = None
+        self.exit_code: int | None = None
+        self._kill_timer: Timer | None = None
+        self._killed = False
+
+    # -- start ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Spawn COMMAND. Raises SpawnError (exit 126/127) if it cannot run."""
+        argv = self.options.command
+        self.pid = spawn(argv, new_session=not self.options.single_child)
+        self.log.info(f"started {argv[0]!r} (pid {self.pid})", event="started", pid=self.pid)
+
+    # -- events --------------------------------------------------------------
+
+    def on_signals(self, received: bytes) -> None:
+        """Handle a batch of signal numbers read from the wakeup pipe, in order."""
+        reap_needed = False
+        for signum in received:
+            if signum == signals.SIGCHLD:
+                reap_needed = True
+            else:
+                self._forward(signum)
+        if reap_needed:
+            self._reap()
+
+    def _forward(self, signum: int) -> None:
+        job_control = signum in signals.JOB_CONTROL_SIGNALS
+        if signum in self.options.rewrite:
+            target = self.options.rewrite[signum]
+        elif job_control and not self.options.single_child:
+            target = signals.SIGSTOP
+        else:
+            target = signum
+        if target:
+            self.log.debug(
+                f"forwarding {signals.signal_name(target)} (received {signals.signal_name(signum)})",
+                event="forward",
+                signal=signals.signal_name(target),
+            )
+            self._send(target)
+            if signum in signals.STOP_SIGNALS:
+                self._arm_kill_timer()
+        else:
+            self.log.debug(f"dropped {signals.signal_name(signum)}", event="drop")
+        if job_control:
+            # Stop ourselves as the shell asked; SIGCONT resumes us and is
+            # then forwarded. As PID 1 the kernel ignores this, as it should.
+            os.kill(os.getpid(), signals.SIGSTOP)
+
+    def _send(self, signum: int) -> None:
+        """Signal the child's group, or the child alone with --single-child."""
+        if not self.pid:
+            return
+        try:
+            if self.options.single_child:
+                if self.status is None:
+                    os.kill(self.pid, signum)
+            else:
+                os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            pass  # already gone: not an event; its exit arrives through the reaper
+
+    def _reap(self) -> None:
+        for pid, status in reaper.reap():
+            if pid == self.pid:
+                self.status = status
+                self.log.info(
+                    f"{self.options.command[0]!r} (pid {pid}) ended: {status.describe()}",
+                    event="exited",
+                    pid=pid,
+                    exit_code=status.code,
+                    signal=status.signal,
+                )
+            else:
+                self.log.debug(f"reaped orphan pid {pid} ({status.describe()})", event="reaped", pid=pid)
+        if self.status is not None:
+            self._after_child_exit()
+
+    # -- ending --------------------------------------------------------------
+
+    def _after_child_exit(self) -> None:
+        if self.options.single_child or not self._group_alive():
+            self._finish()
+            return
+        if self._kill_timer is None:
+            self.log.info(
+                f"pid {self.pid} left processes in its group; sending SIGTERM",
+                event="stopping_group",
+                pid=self.pid,
+            )
+            self._send(signals.SIGTERM)
+            self._arm_kill_timer()
+
+    def _group_alive(self) -> bool:
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _arm_kill_timer(self) -> None:
+        grace = self.options.grace
+        if self._kill_timer is not None or grace <= 0:
+            return
+        self._kill_timer = self.loop.call_at(time.monotonic() + grace, self._on_grace_expired)
+
+    def _on_grace_expired(self) -> None:
+        if self.exit_code is not None:
+            return
+        what = "child" if self.options.single_child else "process group"
+        self.log.warning(
+            f"{what} of pid {self.pid} still running {self.options.grace:g} s after the stop "
+            "signal; sending SIGKILL",
+            event="killed",
+            pid=self.pid,
+            signal="SIGKILL",
+        )
+        self._killed = True
+        self._send(signals.SIGKILL)
+        self.loop.call_later(KILL_SETTLE_SECONDS, self._on_kill_settle_expired)
+
+    def _on_kill_settle_expired(self) -> None:
+        if self.exit_code is None:
+            self.log.error(
+                f"processes of pid {self.pid} survived SIGKILL for {KILL_SETTLE_SECONDS:g} s; exiting anyway",
+                event="abandoned",
+                pid=self.pid,
+            )
+            if self.status is None:
+                self.status = ExitStatus(None, signals.SIGKILL)
+            self._finish()
+
+    def _finish(self) -> None:
+        assert self.status is not None
+        code = self.status.shell_code
+        if code in self.options.remap_exit:
+            self.log.debug(f"exit status {code} remapped to 0", event="remap", exit_code=code)
+            code = 0
+        self.exit_code = code
+        self.loop.stop()
