@@ -35,11 +35,15 @@ ROOT = Path(__file__).resolve().parent
 PURE_DEPENDENCIES = ["sdnotify==0.3.2", "python-json-logger==4.2.0"]
 PSUTIL = "psutil==7.2.2"
 #: machine (os.uname().machine) -> pip platform tag of its manylinux wheel
+#: The pyz's top-level entry: importing pyinit.__main__ runs it.
+ZIP_MAIN = '"""pyinit.pyz entry: see pyinit/__main__.py."""\nimport pyinit.__main__  # noqa: F401\n'
 ARCHITECTURES = {"x86_64": "manylinux2014_x86_64", "aarch64": "manylinux2014_aarch64"}
 
 
 def pip(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True
+    )
 
 
 def fetch_wheels(cache: Path) -> dict[str, Path]:
@@ -105,7 +109,9 @@ def build(output: Path, cache: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp) / "app"
         shutil.copytree(
-            ROOT / "pyinit", staging / "pyinit", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            ROOT / "pyinit",
+            staging / "pyinit",
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
         )
         for key, wheel in wheels.items():
             kind, _, machine = key.partition(":")
@@ -113,9 +119,7 @@ def build(output: Path, cache: Path) -> None:
                 unpack(wheel, staging)
             else:
                 unpack(wheel, staging, native_to=staging / "_native" / machine)
-        (staging / "__main__.py").write_text(
-            '"""pyinit.pyz entry: see pyinit/__main__.py."""\nimport pyinit.__main__  # noqa: F401\n'
-        )
+        (staging / "__main__.py").write_text(ZIP_MAIN)
         compile_all(staging)
         output.parent.mkdir(parents=True, exist_ok=True)
         partial = output.with_name(output.name + ".tmp")

@@ -61,7 +61,9 @@ class _NativeFinder:
         self.archive = archive
         self.loader = loader
 
-    def find_spec(self, fullname: str, path: object = None, target: object = None) -> ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> ModuleSpec | None:
         package, _, leaf = fullname.rpartition(".")
         if package != "psutil" or not leaf.startswith("_psutil_"):
             return None
@@ -87,7 +89,7 @@ def import_psutil() -> tuple[ModuleType | None, str]:
     """psutil, or None and the reason it could not be loaded."""
     archive = _archive()
     if archive is not None and not any(isinstance(f, _NativeFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _NativeFinder(archive, globals()["__loader__"]))  # type: ignore[arg-type]
+        sys.meta_path.insert(0, _NativeFinder(archive, globals()["__loader__"]))
     try:
         import psutil
     except Exception as error:  # ImportError, OSError from the loader, ...

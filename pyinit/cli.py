@@ -152,7 +152,13 @@ OPTIONS = (
     Opt("p", "pdeathsig", "PYINIT_PDEATHSIG", parse_pdeathsig, "pdeathsig"),
     Opt("t", "grace", "PYINIT_GRACE", parse_seconds, "grace"),
     Opt(None, "log-format", "PYINIT_LOG_FORMAT", parse_choice("text", "json"), "log_format"),
-    Opt(None, "log-level", "PYINIT_LOG_LEVEL", parse_choice("debug", "info", "warning", "error"), "log_level"),
+    Opt(
+        None,
+        "log-level",
+        "PYINIT_LOG_LEVEL",
+        parse_choice("debug", "info", "warning", "error"),
+        "log_level",
+    ),
     Opt("v", "verbose", None, None, "verbose"),
     Opt("V", "version", None, None, "version"),
     Opt("h", "help", None, None, "help"),
@@ -268,11 +274,11 @@ def parse(argv: list[str], environ: Mapping[str, str]) -> tuple[Options, set[str
             continue
         if opt.attr in values or opt.attr in flags:
             flag_values = values.get(opt.attr, ["1"])
-            _apply(options, opt, flag_values, lambda v, o=opt: _flag_source(o, v))
+            _apply(options, opt, flag_values, _flag_source(opt))
         elif opt.variable and environ.get(opt.variable, "").strip():
             text = environ[opt.variable]
             items = _split_list(text) if opt.repeat else [text]
-            _apply(options, opt, items, lambda v, o=opt: f"{o.variable}={v!r}")
+            _apply(options, opt, items, _variable_source(opt))
     if "verbose" in flags and "log_level" not in values:
         options.log_level = "debug"
     if not command:
@@ -281,8 +287,14 @@ def parse(argv: list[str], environ: Mapping[str, str]) -> tuple[Options, set[str
     return options, flags
 
 
-def _flag_source(opt: Opt, value: str) -> str:
-    return f"--{opt.long} {value}" if opt.parse else f"--{opt.long}"
+def _flag_source(opt: Opt) -> Callable[[str], str]:
+    """How an error names a bad flag value: `--grace abc`."""
+    return lambda value: f"--{opt.long} {value}" if opt.parse else f"--{opt.long}"
+
+
+def _variable_source(opt: Opt) -> Callable[[str], str]:
+    """How an error names a bad variable: `PYINIT_GRACE='abc'`."""
+    return lambda value: f"{opt.variable}={value!r}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,7 +79,8 @@ class CommandSupervisor:
             target = signum
         if target:
             self.log.debug(
-                f"forwarding {signals.signal_name(target)} (received {signals.signal_name(signum)})",
+                f"forwarding {signals.signal_name(target)}"
+                f" (received {signals.signal_name(signum)})",
                 event="forward",
                 signal=signals.signal_name(target),
             )
@@ -118,7 +119,9 @@ class CommandSupervisor:
                     signal=status.signal,
                 )
             else:
-                self.log.debug(f"reaped orphan pid {pid} ({status.describe()})", event="reaped", pid=pid)
+                self.log.debug(
+                    f"reaped orphan pid {pid} ({status.describe()})", event="reaped", pid=pid
+                )
         if self.status is not None:
             self._after_child_exit()
 
@@ -170,7 +173,8 @@ class CommandSupervisor:
     def _on_kill_settle_expired(self) -> None:
         if self.exit_code is None:
             self.log.error(
-                f"processes of pid {self.pid} survived SIGKILL for {KILL_SETTLE_SECONDS:g} s; exiting anyway",
+                f"processes of pid {self.pid} survived SIGKILL for"
+                f" {KILL_SETTLE_SECONDS:g} s; exiting anyway",
                 event="abandoned",
                 pid=self.pid,
             )

@@ -17,6 +17,10 @@ from __future__ import annotations
 import os
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
+
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
@@ -64,14 +68,14 @@ class Log:
             pass
 
 
-def _json_logger() -> object:
+def _json_logger() -> logging.Logger:
     """A `logging.Logger` writing python-json-logger records to stderr."""
     import logging
 
     try:  # python-json-logger >= 3.1
         from pythonjsonlogger.json import JsonFormatter
     except ImportError:  # older releases
-        from pythonjsonlogger.jsonlogger import JsonFormatter  # type: ignore[no-redef]
+        from pythonjsonlogger.jsonlogger import JsonFormatter  # type: ignore[attr-defined]
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

@@ -61,4 +61,3 @@ def run(options: Options) -> int:
     loop.run()
     assert supervisor.exit_code is not None
     return supervisor.exit_code
-

@@ -31,9 +31,8 @@ pyinit's budget.
 
 from __future__ import annotations
 
-import os
-
 import _signal
+import os
 
 SIGCHLD = _signal.SIGCHLD
 SIGCONT = _signal.SIGCONT
@@ -98,7 +97,9 @@ def _name_table() -> dict[str, int]:
     return {
         name: int(value)
         for name, value in vars(_signal).items()
-        if name.startswith("SIG") and not name.startswith("SIG_") and name not in ("SIGRTMIN", "SIGRTMAX")
+        if name.startswith("SIG")
+        and not name.startswith("SIG_")
+        and name not in ("SIGRTMIN", "SIGRTMAX")
     }
 
 
@@ -130,13 +131,13 @@ def parse_signal(text: str, *, allow_zero: bool = False) -> int:
         upper = "SIG" + upper
     for base, value in (("SIGRTMIN", _signal.SIGRTMIN), ("SIGRTMAX", _signal.SIGRTMAX)):
         if upper == base:
-            return value
+            return int(value)
         if upper.startswith(base + "+") or upper.startswith(base + "-"):
             offset = upper[len(base) + 1 :]
             if offset.isdigit():
                 number = value + int(offset) if upper[len(base)] == "+" else value - int(offset)
                 if _signal.SIGRTMIN <= number <= _signal.SIGRTMAX:
-                    return number
+                    return int(number)
     number = _name_table().get(upper, 0)
     if number:
         return number
