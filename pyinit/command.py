@@ -77,18 +77,19 @@ class CommandSupervisor:
             target = signals.SIGSTOP
         else:
             target = signum
+        # Send first, describe later: this is the latency users measure.
         if target:
-            self.log.debug(
-                f"forwarding {signals.signal_name(target)}"
-                f" (received {signals.signal_name(signum)})",
-                event="forward",
-                signal=signals.signal_name(target),
-            )
             self._send(target)
             if signum in signals.STOP_SIGNALS:
                 self._arm_kill_timer()
-        else:
-            self.log.debug(f"dropped {signals.signal_name(signum)}", event="drop")
+        if self.log.enabled("debug"):
+            received = signals.signal_name(signum)
+            if target:
+                sent = signals.signal_name(target)
+                message = f"forwarded {sent} (received {received})"
+                self.log.debug(message, event="forward", signal=sent)
+            else:
+                self.log.debug(f"dropped {received}", event="drop", signal=received)
         if job_control:
             # Stop ourselves as the shell asked; SIGCONT resumes us and is
             # then forwarded. As PID 1 the kernel ignores this, as it should.

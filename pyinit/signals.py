@@ -93,7 +93,17 @@ def read_wakeup(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+_names: dict[str, int] = {}
+
+
 def _name_table() -> dict[str, int]:
+    """SIGTERM -> 15 for every name `_signal` defines (built on first use)."""
+    if not _names:
+        _names.update(_build_name_table())
+    return _names
+
+
+def _build_name_table() -> dict[str, int]:
     return {
         name: int(value)
         for name, value in vars(_signal).items()
