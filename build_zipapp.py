@@ -26,13 +26,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import zipapp
 import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 
-PURE_DEPENDENCIES = ["sdnotify==0.3.2", "python-json-logger==4.2.0"]
+PURE_DEPENDENCIES = ["sdnotify==0.3.2", "python-json-logger==4.2.0", "cronsim==2.8"]
 PSUTIL = "psutil==7.2.2"
 #: machine (os.uname().machine) -> pip platform tag of its manylinux wheel
 #: The pyz's top-level entry: importing pyinit.__main__ runs it.
@@ -103,6 +102,26 @@ def compile_all(staging: Path) -> None:
         )
 
 
+def write_pyz(staging: Path, target: Path) -> None:
+    """The executable zip: a shebang line, then the archive.
+
+    pyinit's own files are stored uncompressed, since they are read on every
+    start-up and inflating them costs more than reading them; the dependencies,
+    read only in services mode or not at all, are compressed.
+    """
+    with open(target, "wb") as out:
+        out.write(b"#!/usr/bin/env python3\n")
+        with zipfile.ZipFile(out, "w") as archive:
+            for path in sorted(staging.rglob("*")):
+                if path.is_dir():
+                    continue
+                name = path.relative_to(staging).as_posix()
+                hot = name.startswith(("pyinit/", "__main__"))
+                method = zipfile.ZIP_STORED if hot else zipfile.ZIP_DEFLATED
+                archive.write(path, name, compress_type=method)
+    os.chmod(target, 0o755)
+
+
 def build(output: Path, cache: Path) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     wheels = fetch_wheels(cache)
@@ -123,8 +142,7 @@ def build(output: Path, cache: Path) -> None:
         compile_all(staging)
         output.parent.mkdir(parents=True, exist_ok=True)
         partial = output.with_name(output.name + ".tmp")
-        zipapp.create_archive(staging, partial, interpreter="/usr/bin/env python3", compressed=True)
-        os.chmod(partial, 0o755)
+        write_pyz(staging, partial)
         os.replace(partial, output)
 
 

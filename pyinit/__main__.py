@@ -1,8 +1,14 @@
 """Entry point for `python -m pyinit` and for the pyz (`python3 pyinit.pyz`)."""
 
+import gc
 import sys
 
-from pyinit import _bootstrap
+# No garbage collection during start-up: a full collection triggered by the
+# imports costs more than any module pyinit loads. runner.run() turns it back
+# on before the loop starts (see there).
+gc.disable()
+
+from pyinit import _bootstrap  # noqa: E402 - after gc.disable(), on purpose
 
 _bootstrap.isolate()
 

@@ -299,6 +299,9 @@ def _variable_source(opt: Opt) -> Callable[[str], str]:
 
 def main(argv: list[str] | None = None) -> int:
     """The `pyinit` command. Returns the exit status."""
+    import gc
+
+    gc.disable()  # as in __main__: start-up is short and allocates only what it keeps
     from pyinit.logs import fatal
 
     try:

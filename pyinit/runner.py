@@ -9,6 +9,7 @@ The order matters and is the point of this module:
 
 from __future__ import annotations
 
+import gc
 import os
 
 from pyinit import reaper, signals
@@ -56,6 +57,11 @@ def run(options: Options) -> int:
         # Worded like a shell's, without "error:" (SPEC section 1).
         os.write(2, f"pyinit: {error}\n".encode("utf-8", "backslashreplace"))
         return error.status
+    # Start-up objects live as long as pyinit: move them out of the
+    # collector's sight (freeze), then collect normally, since a long-lived
+    # PID 1 must not let reference cycles pile up.
+    gc.freeze()
+    gc.enable()
     # A child may have died before the loop runs: its SIGCHLD byte is already
     # in the pipe, so the first poll sees it. Nothing to special-case.
     loop.run()
