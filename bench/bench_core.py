@@ -29,6 +29,7 @@ pyinit run on /usr/bin/python3 (Debian's, what a container has) because the
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -43,9 +44,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 CHILDREN = Path(__file__).resolve().parent / "children"
@@ -63,6 +66,7 @@ ZOMBIE_LAG_MAX_MS = 100.0  # "~0": no backlog left once the storm stops
 INIT_NAMES = ("tini", "dumb-init", "pyinit")
 
 T = TypeVar("T")
+Json = dict[str, Any]
 
 
 class BenchError(RuntimeError):
@@ -74,7 +78,9 @@ class BenchError(RuntimeError):
 # --------------------------------------------------------------------------
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, message: str, interval: float = 0.005) -> T:
+def wait_until(
+    predicate: Callable[[], T], timeout: float, message: str, interval: float = 0.005
+) -> T:
     """Poll predicate until it returns something truthy; BenchError after timeout."""
     deadline = time.monotonic() + timeout
     while True:
@@ -157,6 +163,10 @@ def comm(pid: int) -> str:
         return ""
 
 
+def has_child_named(pid: int, name: str) -> bool:
+    return any(comm(child) == name for child in children_of(pid))
+
+
 def cmdline(pid: int) -> list[str]:
     try:
         return read_text(f"/proc/{pid}/cmdline").split("\0")
@@ -229,7 +239,7 @@ class RecordReader:
         deadline = time.monotonic() + timeout
         while len(self.buffer) < 8:
             self._fill(deadline)
-        value = struct.unpack("<Q", self.buffer[:8])[0]
+        value = int(struct.unpack("<Q", self.buffer[:8])[0])
         self.buffer = self.buffer[8:]
         return value
 
@@ -273,16 +283,16 @@ class Init:
 class Processes:
     """Every process tree the bench started, so a failure or ^C leaves nothing behind."""
 
-    roots: list[subprocess.Popen] = field(default_factory=list)
+    roots: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self, argv: list[str], **kwargs) -> subprocess.Popen:
+    def start(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         kwargs.setdefault("stdin", subprocess.DEVNULL)
         kwargs.setdefault("env", clean_env())
         proc = subprocess.Popen(argv, **kwargs)
         self.roots.append(proc)
         return proc
 
-    def stop(self, proc: subprocess.Popen) -> None:
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is None:
             kill_tree(proc.pid)
         try:
@@ -293,10 +303,41 @@ class Processes:
             proc.stdout.close()
         if proc in self.roots:
             self.roots.remove(proc)
+        self.sweep_orphans()
+
+    def sweep_orphans(self) -> None:
+        """Kill and reap what a dead init left behind.
+
+        The bench is a child subreaper (see become_subreaper), so the
+        children of an init that died are reparented to us: our children
+        that are not a tracked Popen are such orphans. Each is waited for
+        by pid, never with waitpid(-1), which would steal Popen's statuses.
+        """
+        tracked = {proc.pid for proc in self.roots}
+        for orphan in children_of(os.getpid()):
+            if orphan in tracked:
+                continue
+            kill_tree(orphan)
+            try:
+                os.waitpid(orphan, 0)
+            except ChildProcessError:
+                pass
 
     def stop_all(self) -> None:
         for proc in list(self.roots):
             self.stop(proc)
+        self.sweep_orphans()
+
+
+def become_subreaper() -> bool:
+    """prctl(PR_SET_CHILD_SUBREAPER): orphans of our inits come to us, not to the host's PID 1."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(36, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
 
 
 def resolve_shim(path: str, name: str) -> str:
@@ -321,8 +362,14 @@ def resolve_shim(path: str, name: str) -> str:
 
 def version_of(argv: list[str]) -> str:
     try:
-        done = subprocess.run(argv + ["--version"], capture_output=True, text=True, timeout=20,
-                              stdin=subprocess.DEVNULL, env=clean_env())
+        done = subprocess.run(
+            argv + ["--version"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            stdin=subprocess.DEVNULL,
+            env=clean_env(),
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"unknown ({error})"
     lines = [ln.strip() for ln in (done.stdout + "\n" + done.stderr).splitlines() if ln.strip()]
@@ -332,8 +379,14 @@ def version_of(argv: list[str]) -> str:
 def check_runs(argv: list[str]) -> str | None:
     """None if `argv -- true` exits 0, else why not (a broken init gets no column)."""
     try:
-        done = subprocess.run(argv + ["--", "true"], capture_output=True, text=True, timeout=30,
-                              stdin=subprocess.DEVNULL, env=clean_env())
+        done = subprocess.run(
+            argv + ["--", "true"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            env=clean_env(),
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         return str(error)
     if done.returncode != 0:
@@ -348,7 +401,11 @@ def find_inits(args: argparse.Namespace, notes: list[str]) -> dict[str, Init]:
     inits: dict[str, Init] = {}
 
     if "tini" in wanted:
-        tini = args.tini or shutil.which("tini") or ("/usr/bin/tini" if os.access("/usr/bin/tini", os.X_OK) else None)
+        tini = (
+            args.tini
+            or shutil.which("tini")
+            or ("/usr/bin/tini" if os.access("/usr/bin/tini", os.X_OK) else None)
+        )
         if tini:
             inits["tini"] = Init("tini", [tini, "-s", "--"], [tini, "--"], path=tini)
         else:
@@ -359,21 +416,33 @@ def find_inits(args: argparse.Namespace, notes: list[str]) -> dict[str, Init]:
         if found:
             real = resolve_shim(found, "dumb-init")
             if real != found:
-                notes.append(f"dumb-init: PATH has a pyenv shim ({found}); timing the real binary {real}.")
+                notes.append(
+                    f"dumb-init: PATH has a pyenv shim ({found}); timing the real binary {real}."
+                )
             inits["dumb-init"] = Init("dumb-init", [real, "--"], [real, "--"], path=real)
         else:
             notes.append("dumb-init: not on PATH; column skipped.")
 
     if "pyinit" in wanted:
-        argv = shlex.split(args.pyinit) if args.pyinit else [args.python, str(REPO / "dist" / "pyinit.pyz")]
+        argv = (
+            shlex.split(args.pyinit)
+            if args.pyinit
+            else [args.python, str(REPO / "dist" / "pyinit.pyz")]
+        )
         missing = [a for a in argv if a.endswith(".pyz") and not Path(a).exists()]
         exe = argv[0] if os.path.isabs(argv[0]) else shutil.which(argv[0])
         if missing:
-            notes.append(f"pyinit: {missing[0]} not found (build it: python3 build_zipapp.py); column skipped.")
+            notes.append(
+                f"pyinit: {missing[0]} not found (build it: python3 build_zipapp.py); "
+                "column skipped."
+            )
         elif not exe:
             notes.append(f"pyinit: {argv[0]} not found; column skipped.")
         else:
-            argv = [exe] + argv[1:]
+            real = resolve_shim(exe, Path(exe).name)
+            if real != exe:
+                notes.append(f"pyinit: {exe} is a pyenv shim; timing the real {real}.")
+            argv = [real] + argv[1:]
             inits["pyinit"] = Init("pyinit", argv + ["--"], argv + ["--"], path=shlex.join(argv))
 
     for name, init in list(inits.items()):
@@ -398,8 +467,11 @@ def spawn_and_wait(argv: list[str], env: dict[str, str], devnull: int) -> tuple[
     wall time far below a millisecond; wait4's rusage includes every
     descendant the command waited for.
     """
-    actions = [(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
-               (os.POSIX_SPAWN_DUP2, devnull, 2)]
+    actions = [
+        (os.POSIX_SPAWN_DUP2, devnull, 0),
+        (os.POSIX_SPAWN_DUP2, devnull, 1),
+        (os.POSIX_SPAWN_DUP2, devnull, 2),
+    ]
     start = time.perf_counter()
     pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
     _, status, usage = os.wait4(pid, 0)
@@ -407,9 +479,20 @@ def spawn_and_wait(argv: list[str], env: dict[str, str], devnull: int) -> tuple[
     return wall, usage.ru_utime + usage.ru_stime, status
 
 
-def bench_startup(inits: dict[str, Init], python: str, runs: int, log: Callable[[str], None]) -> dict:
+def bench_startup(
+    inits: dict[str, Init], python: str, runs: int, log: Callable[[str], None]
+) -> Json:
     true = shutil.which("true") or "/bin/true"
-    commands = {"true": [true], "python3 -c pass": [python, "-c", "pass"]}
+    # The floor for any zipapp: running a .pyz makes Python import runpy and
+    # importlib.util before the app's first line, which `-c pass` never does.
+    empty_pyz = os.path.join(tempfile.mkdtemp(prefix="bench-empty-pyz-"), "empty.pyz")
+    with zipfile.ZipFile(empty_pyz, "w") as archive:
+        archive.writestr("__main__.py", "")
+    commands = {
+        "true": [true],
+        "python3 -c pass": [python, "-c", "pass"],
+        "python3 empty.pyz": [python, empty_pyz],
+    }
     for name, init in inits.items():
         commands[name] = init.prefix + ["true"]
     env = clean_env()
@@ -472,24 +555,36 @@ def settle(pid: int, quiet: float, timeout: float) -> bool:
     return False
 
 
-def bench_idle(inits: dict[str, Init], python: str, window: float, procs: Processes,
-               log: Callable[[str], None]) -> dict:
+def bench_idle(
+    inits: dict[str, Init], python: str, window: float, procs: Processes, log: Callable[[str], None]
+) -> Json:
     """All inits idle side by side over the same window, with a bare python for scale."""
-    started: dict[str, subprocess.Popen] = {}
+    started: dict[str, subprocess.Popen[bytes]] = {}
     baseline = "python3 pause()"
     log(f"idle: {', '.join(inits)} and a bare {baseline}, {window:g}s window")
     try:
         for name, init in inits.items():
-            started[name] = procs.start(init.prefix + ["sleep", "1000"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        started[baseline] = procs.start([python, "-c", "import signal; signal.pause()"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            started[name] = procs.start(
+                init.prefix + ["sleep", "1000"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        started[baseline] = procs.start(
+            [python, "-c", "import signal; signal.pause()"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for name, proc in started.items():
             if name != baseline:
-                wait_until(lambda: any(comm(c) == "sleep" for c in children_of(proc.pid)), 20,
-                           f"{name} did not start `sleep 1000`")
+                wait_until(
+                    functools.partial(has_child_named, proc.pid, "sleep"),
+                    20,
+                    f"{name} did not start `sleep 1000`",
+                )
         quiet = {name: settle(proc.pid, 0.3, 5.0) for name, proc in started.items()}
-        before = {name: (context_switches(p.pid), cpu_seconds(p.pid)) for name, p in started.items()}
+        before = {
+            name: (context_switches(p.pid), cpu_seconds(p.pid)) for name, p in started.items()
+        }
         t0 = time.monotonic()
         time.sleep(window)  # the measurement window itself
         elapsed = time.monotonic() - t0
@@ -523,58 +618,86 @@ def bench_idle(inits: dict[str, Init], python: str, window: float, procs: Proces
 # --------------------------------------------------------------------------
 
 
-def signal_latency(prefix: list[str], python: str, samples: int, warmup: int, procs: Processes) -> dict:
-    """kill(target, SIGUSR1) -> the reporter's clock read, `samples` times in a row.
-
-    With an empty prefix the reporter is our own child and is signalled
-    directly; otherwise the init gets the signal and must forward it.
-    """
+def start_reporter(
+    prefix: list[str], python: str, procs: Processes
+) -> tuple[subprocess.Popen[bytes], RecordReader]:
+    """Start the sigwaitinfo() reporter (under an init unless prefix is empty) and wait for it."""
     stderr = tempfile.TemporaryFile()
-    proc = procs.start(prefix + [python, str(CHILDREN / "sigwait_reporter.py")],
-                       stdout=subprocess.PIPE, stderr=stderr)
+    proc = procs.start(
+        prefix + [python, str(CHILDREN / "sigwait_reporter.py")],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+    )
+    assert proc.stdout is not None
+    reader = RecordReader(proc.stdout.fileno())
     try:
-        reader = RecordReader(proc.stdout.fileno())
-        try:
-            reader.record(timeout=20)  # the reporter's pid: SIGUSR1 is blocked from now on
-        except BenchError as error:
-            stderr.seek(0)
-            raise BenchError(f"{error}; stderr: {stderr.read().decode(errors='replace')[-300:]}")
-        target = proc.pid
-        latencies: list[float] = []
-        gc.disable()
-        try:
-            for i in range(warmup + samples):
-                sent = time.monotonic_ns()
-                os.kill(target, signal.SIGUSR1)
-                received = reader.record(timeout=5)
-                if i >= warmup:
-                    latencies.append((received - sent) / 1000)
-        finally:
-            gc.enable()
-        return {
-            "samples": len(latencies),
-            "p50_us": percentile(latencies, 50),
-            "p90_us": percentile(latencies, 90),
-            "p99_us": percentile(latencies, 99),
-            "max_us": max(latencies),
-        }
-    finally:
+        reader.record(timeout=20)  # the reporter's pid: SIGUSR1 is blocked from now on
+    except BenchError as error:
         procs.stop(proc)
+        stderr.seek(0)
+        tail = stderr.read().decode(errors="replace")[-300:]
+        raise BenchError(f"{error}; stderr: {tail}") from None
+    finally:
         stderr.close()
+    return proc, reader
 
 
-def bench_signals(inits: dict[str, Init], python: str, samples: int, procs: Processes,
-                  log: Callable[[str], None]) -> dict:
+def bench_signals(
+    inits: dict[str, Init], python: str, samples: int, procs: Processes, log: Callable[[str], None]
+) -> Json:
+    """kill(target, SIGUSR1) -> the reporter's clock read, in shuffled interleaved rounds.
+
+    "direct" signals a reporter that is our own child; every other target is
+    an init that must forward the signal. All reporters idle side by side
+    and take turns, so they share the machine's noise. One signal is in
+    flight at a time: the next is sent only after the previous was received.
+    """
     log(f"signal forwarding: {samples} SIGUSR1 samples each, direct and through {', '.join(inits)}")
-    result: dict[str, dict] = {}
-    warmup = max(10, samples // 20)
-    for name, prefix in [("direct", [])] + [(n, i.prefix) for n, i in inits.items()]:
-        try:
-            result[name] = signal_latency(prefix, python, samples, warmup, procs)
-        except BenchError as error:
-            result[name] = {"error": str(error)}
-            log(f"  {name}: {error}")
-    return result
+    result: dict[str, Json] = {}
+    running: dict[str, tuple[subprocess.Popen[bytes], RecordReader]] = {}
+    try:
+        for name, prefix in [("direct", [])] + [(n, i.prefix) for n, i in inits.items()]:
+            try:
+                running[name] = start_reporter(prefix, python, procs)
+            except BenchError as error:
+                result[name] = {"error": str(error)}
+                log(f"  {name}: {error}")
+        latencies: dict[str, list[float]] = {name: [] for name in running}
+        warmup = max(10, samples // 20)
+        order = list(running)
+        rng = random.Random(2)
+        gc.disable()
+        for i in range(warmup + samples):
+            rng.shuffle(order)
+            for name in order:
+                proc, reader = running[name]
+                sent = time.monotonic_ns()
+                os.kill(proc.pid, signal.SIGUSR1)
+                try:
+                    received = reader.record(timeout=5)
+                except BenchError as error:
+                    result[name] = {"error": f"sample {i}: {error}"}
+                    log(f"  {name}: sample {i}: {error}")
+                    order.remove(name)
+                    procs.stop(proc)
+                    del running[name]
+                    break
+                if i >= warmup:
+                    latencies[name].append((received - sent) / 1000)
+        for name in running:
+            values = latencies[name]
+            result[name] = {
+                "samples": len(values),
+                "p50_us": percentile(values, 50),
+                "p90_us": percentile(values, 90),
+                "p99_us": percentile(values, 99),
+                "max_us": max(values),
+            }
+        return result
+    finally:
+        gc.enable()
+        for proc, _ in running.values():
+            procs.stop(proc)
 
 
 # --------------------------------------------------------------------------
@@ -582,7 +705,7 @@ def bench_signals(inits: dict[str, Init], python: str, samples: int, procs: Proc
 # --------------------------------------------------------------------------
 
 
-def zombie_storm(init: Init, python: str, count: int, procs: Processes) -> dict:
+def zombie_storm(init: Init, python: str, count: int, procs: Processes) -> Json:
     """Time from the storm's last fork to the init having no zombie child.
 
     Zombies are counted on the host side: processes whose parent is the
@@ -591,19 +714,31 @@ def zombie_storm(init: Init, python: str, count: int, procs: Processes) -> dict:
     at most one scan plus one poll interval.
     """
     stderr = tempfile.TemporaryFile()
-    argv = ["unshare", "--pid", "--fork", "--mount-proc"] + init.pid1_prefix + [
-        python, str(CHILDREN / "zombie_storm.py"), str(count)]
+    argv = (
+        ["unshare", "--pid", "--fork", "--mount-proc"]
+        + init.pid1_prefix
+        + [python, str(CHILDREN / "zombie_storm.py"), str(count)]
+    )
     proc = procs.start(argv, stdout=subprocess.PIPE, stderr=stderr)
     try:
+        assert proc.stdout is not None
         reader = RecordReader(proc.stdout.fileno())
         try:
             reader.line(timeout=30)  # "start PID": the storm program runs
         except BenchError as error:
             stderr.seek(0)
-            raise BenchError(f"{error}; stderr: {stderr.read().decode(errors='replace')[-300:]}")
-        init_pid = wait_until(lambda: (children_of(proc.pid) or [0])[0], 10, "no init under unshare")
-        storm = wait_until(lambda: [c for c in children_of(init_pid) if any(
-            "zombie_storm" in a for a in cmdline(c))], 10, "storm program not found under the init")[0]
+            tail = stderr.read().decode(errors="replace")[-300:]
+            raise BenchError(f"{error}; stderr: {tail}") from None
+        init_pid = wait_until(
+            lambda: (children_of(proc.pid) or [0])[0], 10, "no init under unshare"
+        )
+        storm = wait_until(
+            lambda: [
+                c for c in children_of(init_pid) if any("zombie_storm" in a for a in cmdline(c))
+            ],
+            10,
+            "storm program not found under the init",
+        )[0]
         cpu_before = cpu_seconds(init_pid)
         loop_end = loop_start = None
         pending = pending_at_end = peak = 0
@@ -621,7 +756,9 @@ def zombie_storm(init: Init, python: str, count: int, procs: Processes) -> dict:
                     deadline = time.monotonic() + 30
             table = scan_proc()
             scanned = time.monotonic_ns()
-            pending = sum(1 for pid, (_, ppid) in table.items() if ppid == init_pid and pid != storm)
+            pending = sum(
+                1 for pid, (_, ppid) in table.items() if ppid == init_pid and pid != storm
+            )
             peak = max(peak, pending)
             if just_ended:
                 pending_at_end = pending
@@ -630,6 +767,7 @@ def zombie_storm(init: Init, python: str, count: int, procs: Processes) -> dict:
             else:
                 time.sleep(0.001)
         cpu = cpu_seconds(init_pid) - cpu_before
+        assert loop_end is not None and loop_start is not None
         return {
             "orphans": count,
             "fork_loop_s": (loop_end - loop_start) / 1e9,
@@ -643,14 +781,19 @@ def zombie_storm(init: Init, python: str, count: int, procs: Processes) -> dict:
         stderr.close()
 
 
-def bench_zombies(inits: dict[str, Init], python: str, count: int, procs: Processes,
-                  log: Callable[[str], None]) -> dict:
-    log(f"zombie storm: {count} orphans per init, each init PID 1 under unshare --pid --fork --mount-proc")
-    result: dict[str, dict] = {}
+def bench_zombies(
+    inits: dict[str, Init], python: str, count: int, procs: Processes, log: Callable[[str], None]
+) -> Json:
+    log(
+        f"zombie storm: {count} orphans per init, "
+        "each init PID 1 under unshare --pid --fork --mount-proc"
+    )
+    result: dict[str, Json] = {}
     for name, init in inits.items():
         try:
             result[name] = zombie_storm(init, python, count, procs)
-            log(f"  {name}: lag {result[name]['lag_ms']:.1f} ms, loop {result[name]['fork_loop_s']:.1f} s")
+            done = result[name]
+            log(f"  {name}: lag {done['lag_ms']:.1f} ms, loop {done['fork_loop_s']:.1f} s")
         except (BenchError, OSError) as error:
             result[name] = {"error": str(error)}
             log(f"  {name}: {error}")
@@ -680,20 +823,22 @@ def ratio(a: float | str | None, b: float | str | None) -> str:
     return f"{a / b:.2f}×"
 
 
-def verdict(ok: bool | None, detail: str = "") -> str:
+def verdict(ok: bool | None, detail: str = "", stage: Json | None = None) -> str:
     if ok is None:
+        if stage and "error" in stage.get("pyinit", {}):
+            return "FAIL (error, see notes)"
         return "n/a"
     word = "PASS" if ok else "FAIL"
     return f"{word} ({detail})" if detail else word
 
 
-def get(stage: dict, name: str, key: str) -> float | None:
+def get(stage: Json, name: str, key: str) -> float | None:
     entry = stage.get(name) or {}
     value = entry.get(key)
     return value if isinstance(value, (int, float)) else None
 
 
-def build_rows(inits: dict[str, Init], results: dict) -> list[Row]:
+def build_rows(inits: dict[str, Init], results: Json) -> list[Row]:
     rows: list[Row] = [Row("version", "–", {n: i.version for n, i in inits.items()}, fmt="{}")]
     names = list(inits)
 
@@ -701,75 +846,152 @@ def build_rows(inits: dict[str, Init], results: dict) -> list[Row]:
     if start:
         py = start["python3 -c pass"]
         bare = start["true"]
+        floor = start["python3 empty.pyz"]
         pyinit_p50 = get(start, "pyinit", "wall_ms_p50")
         ok = None if pyinit_p50 is None else pyinit_p50 <= STARTUP_MAX_RATIO * py["wall_ms_p50"]
-        detail = "" if pyinit_p50 is None else f"{pyinit_p50 / py['wall_ms_p50']:.2f}× python"
+        detail = (
+            ""
+            if pyinit_p50 is None
+            else f"{pyinit_p50 / py['wall_ms_p50']:.2f}× python,"
+            f" {pyinit_p50 / floor['wall_ms_p50']:.2f}× empty .pyz"
+        )
         for key, label in (("wall_ms_p50", "p50"), ("wall_ms_p90", "p90")):
-            rows.append(Row(f"start-up `INIT -- true` wall {label}, ms",
-                            f"python3 -c pass {py[key]:.2f}; true {bare[key]:.2f}",
-                            {n: get(start, n, key) for n in names}))
+            rows.append(
+                Row(
+                    f"start-up `INIT -- true` wall {label}, ms",
+                    f"python3 -c pass {py[key]:.2f}; empty .pyz {floor[key]:.2f};"
+                    f" true {bare[key]:.2f}",
+                    {n: get(start, n, key) for n in names},
+                )
+            )
         rows[-2].target = f"≤ {STARTUP_MAX_RATIO}× python3 -c pass (p50)"
         rows[-2].verdict = verdict(ok, detail)
-        rows.append(Row("start-up CPU (user+sys, whole tree) p50, ms",
-                        f"python3 -c pass {py['cpu_ms_p50']:.2f}; true {bare['cpu_ms_p50']:.2f}",
-                        {n: get(start, n, "cpu_ms_p50") for n in names}))
+        rows.append(
+            Row(
+                "start-up CPU (user+sys, whole tree) p50, ms",
+                f"python3 -c pass {py['cpu_ms_p50']:.2f}; true {bare['cpu_ms_p50']:.2f}",
+                {n: get(start, n, "cpu_ms_p50") for n in names},
+            )
+        )
 
     idle = results.get("idle")
     if idle:
         base = idle.get("python3 pause()", {})
         window = next((v["window_s"] for v in idle.values() if "window_s" in v), 0)
         wake = get(idle, "pyinit", "wakeups_per_s")
-        rows.append(Row(f"idle wakeups/s (ctx switches over {window:.0f} s)",
-                        f"python3 pause() {base.get('wakeups_per_s', 0):.2f}",
-                        {n: get(idle, n, "wakeups_per_s") for n in names},
-                        target="0", verdict=verdict(None if wake is None else wake == 0)))
-        rows.append(Row(f"idle CPU over {window:.0f} s, s", f"python3 pause() {base.get('cpu_s', 0):.2f}",
-                        {n: get(idle, n, "cpu_s") for n in names}))
+        rows.append(
+            Row(
+                f"idle wakeups/s (ctx switches over {window:.0f} s)",
+                f"python3 pause() {base.get('wakeups_per_s', 0):.2f}",
+                {n: get(idle, n, "wakeups_per_s") for n in names},
+                target="0",
+                verdict=verdict(None if wake is None else wake == 0),
+            )
+        )
+        rows.append(
+            Row(
+                f"idle CPU over {window:.0f} s, s",
+                f"python3 pause() {base.get('cpu_s', 0):.2f}",
+                {n: get(idle, n, "cpu_s") for n in names},
+            )
+        )
         rss = get(idle, "pyinit", "rss_kib")
         base_rss = base.get("rss_kib")
         ok = None if rss is None or not base_rss else rss <= RSS_MAX_RATIO * base_rss
         for key, label in (("rss_kib", "RSS"), ("pss_kib", "PSS"), ("uss_kib", "USS (private)")):
-            rows.append(Row(f"idle {label}, MiB",
-                            f"python3 pause() {base.get(key, 0) / 1024:.2f}",
-                            {n: (None if get(idle, n, key) is None else get(idle, n, key) / 1024)
-                             for n in names}))
+            rows.append(
+                Row(
+                    f"idle {label}, MiB",
+                    f"python3 pause() {base.get(key, 0) / 1024:.2f}",
+                    {
+                        n: (None if (kib := get(idle, n, key)) is None else kib / 1024)
+                        for n in names
+                    },
+                )
+            )
             if key == "rss_kib":
                 rows[-1].target = f"≤ {RSS_MAX_RATIO}× bare python"
-                rows[-1].verdict = verdict(ok, "" if ok is None else f"{rss / base_rss:.2f}× python")
+                rows[-1].verdict = verdict(
+                    ok, "" if ok is None else f"{rss / base_rss:.2f}× python"
+                )
 
     sig = results.get("signals")
     if sig:
         direct = sig.get("direct", {})
-        for key, label, limit in (("p50_us", "p50", SIGNAL_P50_MAX_US), ("p99_us", "p99", SIGNAL_P99_MAX_US)):
+        for key, label, limit in (
+            ("p50_us", "p50", SIGNAL_P50_MAX_US),
+            ("p99_us", "p99", SIGNAL_P99_MAX_US),
+        ):
             value = get(sig, "pyinit", key)
             base = f"direct kill {direct[key]:.0f}" if key in direct else "–"
-            rows.append(Row(f"SIGUSR1 forwarding latency {label}, µs", base,
-                            {n: get(sig, n, key) for n in names}, fmt="{:.0f}",
-                            target=f"< {limit:.0f} µs",
-                            verdict=verdict(None if value is None else value < limit)))
+            rows.append(
+                Row(
+                    f"SIGUSR1 forwarding latency {label}, µs",
+                    base,
+                    {n: get(sig, n, key) for n in names},
+                    fmt="{:.0f}",
+                    target=f"< {limit:.0f} µs",
+                    verdict=verdict(None if value is None else value < limit, stage=sig),
+                )
+            )
 
     zom = results.get("zombies")
     if zom:
         lag = get(zom, "pyinit", "lag_ms")
         count = next((v["orphans"] for v in zom.values() if "orphans" in v), 0)
-        rows.append(Row(f"zombie storm ({count} orphans): last fork → no zombie, ms", "–",
-                        {n: get(zom, n, "lag_ms") for n in names}, fmt="{:.1f}",
-                        target=f"~0 (≤ {ZOMBIE_LAG_MAX_MS:.0f} ms)",
-                        verdict=verdict(None if lag is None else lag <= ZOMBIE_LAG_MAX_MS)))
-        rows.append(Row("zombie storm: unreaped at loop end / peak", "–",
-                        {n: (f"{zom[n]['pending_at_loop_end']} / {zom[n]['peak_pending']}"
-                             if "peak_pending" in zom.get(n, {}) else None) for n in names}, fmt="{}"))
-        rows.append(Row("zombie storm: fork loop, s", "–",
-                        {n: get(zom, n, "fork_loop_s") for n in names}, fmt="{:.2f}"))
-        rows.append(Row("zombie storm: init CPU, s", "–",
-                        {n: get(zom, n, "init_cpu_s") for n in names}, fmt="{:.2f}"))
+        rows.append(
+            Row(
+                f"zombie storm ({count} orphans): last fork → no zombie, ms",
+                "–",
+                {n: get(zom, n, "lag_ms") for n in names},
+                fmt="{:.1f}",
+                target=f"~0 (≤ {ZOMBIE_LAG_MAX_MS:.0f} ms)",
+                verdict=verdict(None if lag is None else lag <= ZOMBIE_LAG_MAX_MS, stage=zom),
+            )
+        )
+        rows.append(
+            Row(
+                "zombie storm: unreaped at loop end / peak",
+                "–",
+                {
+                    n: (
+                        f"{zom[n]['pending_at_loop_end']} / {zom[n]['peak_pending']}"
+                        if "peak_pending" in zom.get(n, {})
+                        else None
+                    )
+                    for n in names
+                },
+                fmt="{}",
+            )
+        )
+        rows.append(
+            Row(
+                "zombie storm: fork loop, s",
+                "–",
+                {n: get(zom, n, "fork_loop_s") for n in names},
+                fmt="{:.2f}",
+            )
+        )
+        rows.append(
+            Row(
+                "zombie storm: init CPU, s",
+                "–",
+                {n: get(zom, n, "init_cpu_s") for n in names},
+                fmt="{:.2f}",
+            )
+        )
     return rows
 
 
 def render_markdown(rows: list[Row], inits: dict[str, Init], notes: list[str]) -> str:
     columns = [n for n in INIT_NAMES if n in inits]
     ratio_columns = [d for d in ("tini", "dumb-init") if d in inits and "pyinit" in inits]
-    header = ["metric", "baseline"] + columns + [f"pyinit/{d}" for d in ratio_columns] + ["target", "result"]
+    header = (
+        ["metric", "baseline"]
+        + columns
+        + [f"pyinit/{d}" for d in ratio_columns]
+        + ["target", "result"]
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row.metric, row.baseline]
@@ -777,7 +999,9 @@ def render_markdown(rows: list[Row], inits: dict[str, Init], notes: list[str]) -
             value = row.values.get(name)
             cells.append("–" if value is None else row.fmt.format(value))
         for d in ratio_columns:
-            cells.append(ratio(row.values.get("pyinit"), row.values.get(d)) if row.fmt != "{}" else "–")
+            cells.append(
+                ratio(row.values.get("pyinit"), row.values.get(d)) if row.fmt != "{}" else "–"
+            )
         cells += [row.target or "–", row.verdict or "–"]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     if notes:
@@ -796,21 +1020,46 @@ STAGES = ("startup", "idle", "signals", "zombies")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark pyinit against tini and dumb-init (start-up, idle, memory, "
-                    "signal latency, zombie storm). Needs root for the zombie stage (unshare).")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 20 start-ups, 2 s idle, 100 signals, 1,000 orphans")
-    parser.add_argument("--json", action="store_true", help="print the raw results as JSON instead of Markdown")
-    parser.add_argument("--pyinit", metavar="CMD",
-                        help="how to run pyinit, split like a shell (default: PYTHON dist/pyinit.pyz)")
-    parser.add_argument("--python", default=DEFAULT_PYTHON,
-                        help=f"interpreter for the baselines, the children and the default pyinit (default {DEFAULT_PYTHON})")
-    parser.add_argument("--tini", metavar="PATH", help="tini binary (default: PATH, then /usr/bin/tini)")
-    parser.add_argument("--dumb-init", metavar="PATH", help="dumb-init binary (default: PATH, pyenv shims resolved)")
-    parser.add_argument("--inits", default=",".join(INIT_NAMES), help="comma-separated subset of %(default)s")
-    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of %(default)s")
-    parser.add_argument("--runs", type=int, help="start-up runs per command (default 100, quick 20)")
+        "signal latency, zombie storm). Needs root for the zombie stage (unshare)."
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 20 start-ups, 2 s idle, 100 signals, 1,000 orphans",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the raw results as JSON instead of Markdown"
+    )
+    parser.add_argument(
+        "--pyinit",
+        metavar="CMD",
+        help="how to run pyinit, split like a shell (default: PYTHON dist/pyinit.pyz)",
+    )
+    parser.add_argument(
+        "--python",
+        default=DEFAULT_PYTHON,
+        help="interpreter for the baselines, the children and the default pyinit "
+        f"(default {DEFAULT_PYTHON})",
+    )
+    parser.add_argument(
+        "--tini", metavar="PATH", help="tini binary (default: PATH, then /usr/bin/tini)"
+    )
+    parser.add_argument(
+        "--dumb-init", metavar="PATH", help="dumb-init binary (default: PATH, pyenv shims resolved)"
+    )
+    parser.add_argument(
+        "--inits", default=",".join(INIT_NAMES), help="comma-separated subset of %(default)s"
+    )
+    parser.add_argument(
+        "--stages", default=",".join(STAGES), help="comma-separated subset of %(default)s"
+    )
+    parser.add_argument(
+        "--runs", type=int, help="start-up runs per command (default 100, quick 20)"
+    )
     parser.add_argument("--idle-seconds", type=float, help="idle window (default 10, quick 2)")
-    parser.add_argument("--signals", type=int, help="signal samples per init (default 500, quick 100)")
+    parser.add_argument(
+        "--signals", type=int, help="signal samples per init (default 500, quick 100)"
+    )
     parser.add_argument("--zombies", type=int, help="orphans per storm (default 10000, quick 1000)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a pyinit target fails")
     args = parser.parse_args(argv)
@@ -841,17 +1090,22 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     inits = find_inits(args, notes)
     python_version = version_of([args.python])
-    notes.insert(0, f"interpreter for baselines, children and pyinit: {args.python} ({python_version}); "
-                    f"bench itself: {sys.executable} ({platform.python_version()}); "
-                    f"{os.cpu_count()} CPUs, kernel {platform.release()}")
+    notes.insert(
+        0,
+        f"interpreter for baselines, children and pyinit: {args.python} ({python_version}); "
+        f"bench itself: {sys.executable} ({platform.python_version()}); "
+        f"{os.cpu_count()} CPUs, kernel {platform.release()}",
+    )
     for name, init in inits.items():
         log(f"{name}: {init.version} [{init.path}]")
     if not inits:
         log("no init available: only the baselines will be measured")
 
     procs = Processes()
-    results: dict[str, dict] = {}
-    stages: dict[str, Callable[[], dict]] = {
+    if not become_subreaper():
+        notes.append("could not become a child subreaper: a crashed init may leave orphans behind.")
+    results: dict[str, Json] = {}
+    stages: dict[str, Callable[[], Json]] = {
         "startup": lambda: bench_startup(inits, args.python, args.runs, log),
         "idle": lambda: bench_idle(inits, args.python, args.idle_seconds, procs, log),
         "signals": lambda: bench_signals(inits, args.python, args.signals, procs, log),
@@ -878,29 +1132,48 @@ def main(argv: list[str] | None = None) -> int:
             if "error" in entry:
                 notes.append(f"{stage}/{name}: {entry['error']}")
     if "idle" in results:
-        notes.append("PSS splits shared pages among every process mapping them, including the other "
-                     "inits and the bare python idling at the same time; USS counts private pages only.")
+        notes.append(
+            "PSS splits shared pages among every process mapping them, including the other "
+            "inits and the bare python idling at the same time; USS counts private pages only."
+        )
         noisy = [n for n, v in results["idle"].items() if not v.get("went_quiet_before_window")]
         if noisy:
             notes.append(f"never quiet for 0.3 s before the idle window: {', '.join(noisy)}")
     if "zombies" in results:
-        notes.append("zombie lag is an upper bound (one /proc scan + 1 ms poll late at worst); "
-                     "tini and pyinit run as PID 1 without -s there.")
+        notes.append(
+            "zombie lag is an upper bound (one /proc scan + 1 ms poll late at worst); "
+            "tini and pyinit run as PID 1 without -s there."
+        )
     log(f"done in {time.monotonic() - began:.0f}s")
 
     rows = build_rows(inits, results)
     failed = any(r.verdict.startswith("FAIL") for r in rows)
     if args.json:
-        print(json.dumps({
-            "python": {"path": args.python, "version": python_version},
-            "inits": {n: {"argv": i.prefix, "pid1_argv": i.pid1_prefix, "version": i.version}
-                      for n, i in inits.items()},
-            "settings": {"runs": args.runs, "idle_seconds": args.idle_seconds,
-                         "signal_samples": args.signals, "zombies": args.zombies},
-            "results": results,
-            "targets": {r.metric: {"target": r.target, "result": r.verdict} for r in rows if r.target},
-            "notes": notes,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "python": {"path": args.python, "version": python_version},
+                    "inits": {
+                        n: {"argv": i.prefix, "pid1_argv": i.pid1_prefix, "version": i.version}
+                        for n, i in inits.items()
+                    },
+                    "settings": {
+                        "runs": args.runs,
+                        "idle_seconds": args.idle_seconds,
+                        "signal_samples": args.signals,
+                        "zombies": args.zombies,
+                    },
+                    "results": results,
+                    "targets": {
+                        r.metric: {"target": r.target, "result": r.verdict}
+                        for r in rows
+                        if r.target
+                    },
+                    "notes": notes,
+                },
+                indent=2,
+            )
+        )
     else:
         print(render_markdown(rows, inits, notes))
     return 1 if (args.strict and failed) else 0
