@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from pyinit.logs import Log
 
 
+MAX_TIMEOUT = 2_000_000.0  # seconds, below epoll's INT_MAX milliseconds
+
+
 class Timer:
     """A pending `call_at`; `cancel()` makes it a no-op (lazy deletion)."""
 
@@ -83,7 +86,9 @@ class Loop:
             heapq.heappop(timers)
         if not timers:
             return -1
-        return max(0.0, timers[0].when - time.monotonic())
+        # epoll takes at most INT_MAX milliseconds (~24.8 days); a timer
+        # further away just costs one early wakeup and a fresh wait.
+        return min(max(0.0, timers[0].when - time.monotonic()), MAX_TIMEOUT)
 
     def _run_once(self) -> None:
         # epoll rounds the timeout up to whole milliseconds, so a timer is

@@ -22,6 +22,8 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import NewType
 
+from pyinit.signals import signal_name
+
 ServiceName = NewType("ServiceName", str)
 
 #: Defaults from SPEC section 3, in seconds.
@@ -82,7 +84,7 @@ class Readiness:
             return f"file:{self.path}"
         if self.kind is ReadinessKind.EXEC:
             return f"exec {shlex.join(self.command)} every {format_duration(self.interval)}"
-        return self.kind.value
+        return str(self.kind.value)
 
 
 @dataclass(frozen=True)
@@ -326,7 +328,8 @@ def _describe(spec: ServiceSpec, default_grace: float) -> list[str]:
     if spec.py_class is not None and (spec.args or spec.kwargs):
         out.append(f"  with     args={list(spec.args)!r} kwargs={dict(spec.kwargs)!r}")
     who = ", ".join(f"{k} {v}" for k, v in (("user", spec.user), ("group", spec.group)) if v)
-    out.append(f"  as       {who or 'pyinit’s user'}" + (f", in {spec.cwd}" if spec.cwd else ""))
+    who = who or "pyinit's user"
+    out.append(f"  as       {who}" + (f", in {spec.cwd}" if spec.cwd else ""))
     if spec.env:
         out.append(f"  env      {', '.join(sorted(spec.env))}")
     if spec.after:
@@ -343,10 +346,10 @@ def _describe(spec: ServiceSpec, default_grace: float) -> list[str]:
     out.append(f"  restart  {_restart_text(spec)}")
     grace = spec.grace if spec.grace is not None else default_grace
     grace_text = "forever" if grace == 0 else format_duration(grace)
-    out.append(f"  stop     {signal.Signals(spec.stop_signal).name}, SIGKILL after {grace_text}")
+    out.append(f"  stop     {signal_name(spec.stop_signal)}, SIGKILL after {grace_text}")
     reload = spec.reload.value
     if spec.reload is ReloadMode.SIGNAL:
-        reload += f" {signal.Signals(spec.reload_signal).name}"
+        reload += f" {signal_name(spec.reload_signal)}"
     out.append(f"  reload   {reload}; output {spec.output.value}")
     return out
 
