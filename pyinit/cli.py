@@ -43,6 +43,9 @@ options (each has an environment variable; the flag wins):
       --log-format FORMAT  text or json (default text)         PYINIT_LOG_FORMAT=json
       --log-level LEVEL    debug, info, warning, error (default info)
                                                                PYINIT_LOG_LEVEL=debug
+      --config PATH        services from a TOML file           PYINIT_CONFIG=/etc/pyinit.toml
+      --check              validate the services configuration (PYINIT_SERVICES
+                           and --config), print the plan, exit 0 or 2
   -v, --verbose            same as --log-level debug
   -V, --version            print the version and exit
   -h, --help               print this help and exit
@@ -159,6 +162,8 @@ OPTIONS = (
         parse_choice("debug", "info", "warning", "error"),
         "log_level",
     ),
+    Opt(None, "config", "PYINIT_CONFIG", str, "config"),
+    Opt(None, "check", None, None, "check"),
     Opt("v", "verbose", None, None, "verbose"),
     Opt("V", "version", None, None, "version"),
     Opt("h", "help", None, None, "help"),
@@ -167,14 +172,10 @@ OPTIONS = (
 #: Parts of the contract (SPEC sections 3-6) that later releases add. Naming
 #: them here turns "silently ignored" into a clear error.
 NOT_YET = {
-    "--config": "services (--config)",
-    "--check": "--check",
     "--ctl-socket": "the control socket (--ctl-socket)",
     "--health-port": "health probes (--health-port)",
 }
 NOT_YET_VARIABLES = {
-    "PYINIT_SERVICES": "services (PYINIT_SERVICES)",
-    "PYINIT_CONFIG": "services (PYINIT_CONFIG)",
     "PYINIT_HEALTH_PORT": "health probes (PYINIT_HEALTH_PORT)",
 }
 
@@ -253,7 +254,7 @@ def _scan_argv(argv: list[str]) -> tuple[dict[str, list[str]], set[str], list[st
 def parse(argv: list[str], environ: Mapping[str, str]) -> tuple[Options, set[str]]:
     """Build Options from argv (without the program name) and the environment.
 
-    Returns the options and the set of action flags seen (help, version).
+    Returns the options and the set of action flags seen (help, version, check).
     Raises UsageError for anything wrong.
     """
     if argv[:1] == ["ctl"]:
@@ -270,7 +271,7 @@ def parse(argv: list[str], environ: Mapping[str, str]) -> tuple[Options, set[str
 
     options = Options()
     for opt in OPTIONS:
-        if opt.attr in ("verbose", "version", "help"):
+        if opt.attr in ("verbose", "version", "help", "check"):
             continue
         if opt.attr in values or opt.attr in flags:
             flag_values = values.get(opt.attr, ["1"])
@@ -281,10 +282,22 @@ def parse(argv: list[str], environ: Mapping[str, str]) -> tuple[Options, set[str
             _apply(options, opt, items, _variable_source(opt))
     if "verbose" in flags and "log_level" not in values:
         options.log_level = "debug"
+    options.command = command
+    if "check" in flags:
+        return options, flags
+    if options.config or environ.get("PYINIT_SERVICES", "").strip():
+        source = "PYINIT_SERVICES" if not options.config else _config_source(values)
+        raise UsageError(
+            f"{source}: running services is not available in pyinit {__version__} "
+            "(pyinit --check validates their configuration)"
+        )
     if not command:
         raise UsageError("no command given and no services configured (see pyinit --help)")
-    options.command = command
     return options, flags
+
+
+def _config_source(values: dict[str, list[str]]) -> str:
+    return "--config" if "config" in values else "PYINIT_CONFIG"
 
 
 def _flag_source(opt: Opt) -> Callable[[str], str]:
@@ -295,6 +308,26 @@ def _flag_source(opt: Opt) -> Callable[[str], str]:
 def _variable_source(opt: Opt) -> Callable[[str], str]:
     """How an error names a bad variable: `PYINIT_GRACE='abc'`."""
     return lambda value: f"{opt.variable}={value!r}"
+
+
+def check(options: Options) -> int:
+    """`pyinit --check`: validate the services configuration, print the plan."""
+    from pyinit.config import ConfigError, load
+    from pyinit.logs import fatal
+    from pyinit.services_model import format_plan
+
+    try:
+        config = load(os.environ, options.config)
+    except ConfigError as error:
+        fatal(str(error))
+        return EXIT_USAGE
+    if not config.services and not options.command:
+        fatal("nothing to check: no services configured (PYINIT_SERVICES, --config)")
+        return EXIT_USAGE
+    if options.command:
+        sys.stdout.write(f"main command: {' '.join(options.command)}\n")
+    sys.stdout.write(format_plan(config) + "\n")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     if "version" in flags:
         sys.stdout.write(f"pyinit {__version__}\n")
         return 0
+    if "check" in flags:
+        return check(options)
 
     from pyinit.runner import run
 

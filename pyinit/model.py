@@ -25,6 +25,7 @@ class Options:
         "grace",
         "log_format",
         "log_level",
+        "config",
     )
 
     def __init__(self) -> None:
@@ -38,6 +39,7 @@ class Options:
         self.grace = DEFAULT_GRACE
         self.log_format = "text"
         self.log_level = "info"
+        self.config: str | None = None  # TOML services file
 
 
 class ExitStatus:

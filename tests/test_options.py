@@ -9,6 +9,7 @@ behaviour tests check the same rules end to end.
 from __future__ import annotations
 
 import signal
+import sys
 
 import pytest
 
@@ -57,9 +58,7 @@ def test_flag_wins_over_variable():
 
 
 def test_repeated_flags_replace_the_variables_list():
-    opts = options(
-        ["-r", "USR1:USR2", "-r", "HUP:0", "true"], PYINIT_REWRITE="TERM:QUIT,INT:0"
-    )
+    opts = options(["-r", "USR1:USR2", "-r", "HUP:0", "true"], PYINIT_REWRITE="TERM:QUIT,INT:0")
     assert opts.rewrite == {signal.SIGUSR1: signal.SIGUSR2, signal.SIGHUP: 0}
 
 
@@ -108,6 +107,7 @@ def test_durations(text, seconds):
         (["true"], {"PYINIT_REMAP_EXIT": "1,x"}, "PYINIT_REMAP_EXIT"),
         (["true"], {"PYINIT_SERVICES": "web: gunicorn"}, "PYINIT_SERVICES"),
         (["--config", "x.toml", "true"], {}, "--config"),
+        (["true"], {"PYINIT_CONFIG": "/etc/pyinit.toml"}, "PYINIT_CONFIG"),
         ([], {}, "no command"),
         (["ctl", "status"], {}, "pyinit -- ctl"),
     ],
@@ -120,6 +120,32 @@ def test_errors_name_the_culprit(argv, environ, names):
     assert "\n" not in message
 
 
+def test_check_needs_no_command_and_keeps_the_config_path():
+    opts, flags = parse(["--check", "--config", "/etc/pyinit.toml"], {})
+    assert "check" in flags and opts.config == "/etc/pyinit.toml"
+
+
 def test_help_and_version_need_no_command():
     assert "help" in parse(["--help"], {})[1]
     assert "version" in parse(["-V"], {})[1]
+
+
+def test_check_prints_the_plan_or_one_error_line():
+    """`pyinit --check` end to end: the installed command validates and plans."""
+    import subprocess
+
+    env = {"PATH": "/usr/bin:/bin", "PYINIT_SERVICES": "web[2]: sleep 1; job[every=1h]: true"}
+    good = subprocess.run(
+        [sys.executable, "-m", "pyinit", "--check"], env=env, capture_output=True, text=True
+    )
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.startswith("2 services, 3 workers")
+    env["PYINIT_SERVICES"] = "web[worker=2]: sleep 1"
+    bad = subprocess.run(
+        [sys.executable, "-m", "pyinit", "--check"], env=env, capture_output=True, text=True
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == [
+        "pyinit: error: PYINIT_SERVICES entry 1 (web): unknown option 'worker'"
+        " (did you mean 'workers'?)"
+    ]
