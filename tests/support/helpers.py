@@ -167,14 +167,17 @@ def cmdline(pid: int) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
-def find_descendant(root: int, contains: str, timeout: float = DEFAULT_TIMEOUT) -> int:
-    """Host pid of the descendant of ``root`` whose command line contains ``contains``."""
+def find_descendant(root: int, argv_part: Sequence[str], timeout: float = DEFAULT_TIMEOUT) -> int:
+    """Host pid of the descendant of ``root`` whose argv contains ``argv_part`` (consecutively)."""
+    part = list(argv_part)
+
     def look() -> int | None:
         for pid in descendants(root):
-            if contains in " ".join(cmdline(pid)):
+            argv = cmdline(pid)
+            if any(argv[i:i + len(part)] == part for i in range(len(argv))):
                 return pid
         return None
-    return wait_until(look, timeout, f"a descendant of {root} running {contains!r}")
+    return wait_until(look, timeout, f"a descendant of {root} running {part!r}")
 
 
 def tagged_pids(tag: str) -> list[int]:

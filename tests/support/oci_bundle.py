@@ -26,28 +26,18 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+
+from support.helpers import descendants, wait_until
 
 RUNC = shutil.which("runc")
 CONTAINER_PYTHON = "/usr/bin/python3"
 # Merged-usr links of Debian 12; only those the host really has are created.
 USR_LINKS = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
 DEFAULT_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"]
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, message: str, interval: float = 0.01) -> object:
-    """Poll predicate until it returns something truthy; fail the test with message after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s: {message}")
-        time.sleep(interval)
 
 
 class LineReader:
@@ -82,7 +72,9 @@ class LineReader:
                         return match
                 remaining = deadline - time.monotonic()
                 if self._closed or remaining <= 0:
-                    pytest.fail(f"no line matching {pattern!r} within {timeout}s; got {self.lines!r}")
+                    pytest.fail(
+                        f"no line matching {pattern!r} within {timeout}s; got {self.lines!r}"
+                    )
                 self._cond.wait(remaining)
 
     def join(self, timeout: float) -> None:
@@ -95,7 +87,9 @@ class LineReader:
             return "\n".join(self.lines)
 
 
-def runc(state_root: Path, *args: str, timeout: float = 10, check: bool = True) -> subprocess.CompletedProcess:
+def runc(
+    state_root: Path, *args: str, timeout: float = 10, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run one runc management command against a private state directory."""
     return subprocess.run(
         [RUNC, "--root", str(state_root), *args],
@@ -106,44 +100,8 @@ def runc(state_root: Path, *args: str, timeout: float = 10, check: bool = True) 
     )
 
 
-def _proc_children() -> dict[int, list[int]]:
-    """Map each pid on the host to its children, read from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rpartition(")")[2].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    return children
-
-
-def pid_tree(root: int) -> list[int]:
-    """Return root and all of its descendants (host pids)."""
-    children = _proc_children()
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
-def process_state(pid: int) -> str | None:
-    """The one-letter state of a host pid (R, S, Z, ...), or None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0]
-    except OSError:
-        return None
-
-
 def pid_namespace_members(init_pid: int) -> dict[int, tuple[int, str, int]]:
-    """Processes sharing init_pid's pid namespace: host pid -> (pid in the namespace, state, ppid)."""
+    """Processes in init_pid's pid namespace: host pid -> (pid inside, state, ppid)."""
     try:
         namespace = os.readlink(f"/proc/{init_pid}/ns/pid")
     except OSError:
@@ -156,7 +114,9 @@ def pid_namespace_members(init_pid: int) -> dict[int, tuple[int, str, int]]:
             if os.readlink(f"/proc/{entry}/ns/pid") != namespace:
                 continue
             with open(f"/proc/{entry}/status") as f:
-                fields = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+                fields = dict(
+                    line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line
+                )
         except (OSError, ValueError):
             continue
         inner = int(fields["NSpid"].split()[-1])
@@ -178,7 +138,16 @@ class Container:
     def start(self) -> None:
         """Start `runc run` in the foreground (as docker's shim does), stdio on pipes."""
         self.proc = subprocess.Popen(
-            [RUNC, "--root", str(self.state_root), "run", "--no-pivot", "--bundle", str(self.bundle), self.id],
+            [
+                RUNC,
+                "--root",
+                str(self.state_root),
+                "run",
+                "--no-pivot",
+                "--bundle",
+                str(self.bundle),
+                self.id,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -210,7 +179,7 @@ class Container:
         runc(self.state_root, "kill", self.id, sig)
 
     def wait(self, timeout: float) -> int | None:
-        """Exit status of `runc run` (the init's status), or None if it is still running at timeout."""
+        """Exit status of `runc run` (the init's status), or None if still running at timeout."""
         assert self.proc is not None
         try:
             return self.proc.wait(timeout)
@@ -233,7 +202,7 @@ class Container:
         runc(self.state_root, "kill", self.id, "KILL", check=False)
         runc(self.state_root, "delete", "-f", self.id, check=False)
         if self.proc is not None:
-            for pid in reversed(pid_tree(self.proc.pid)):
+            for pid in [self.proc.pid, *descendants(self.proc.pid)][::-1]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -262,7 +231,9 @@ def make_bundle(
     for name, target in USR_LINKS.items():
         if os.path.islink(f"/{name}"):
             (rootfs / name).symlink_to(target)
-    (rootfs / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+    (rootfs / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
+    )
     (rootfs / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
     (rootfs / "etc" / "hostname").write_text("pyinit-test\n")
     for inner, source in (files or {}).items():
@@ -287,7 +258,9 @@ def make_bundle(
     # The rootfs is a throwaway directory; keep it writable like a container's layer.
     config["root"] = {"path": "rootfs", "readonly": False}
     mounts = [m for m in config["mounts"] if m["destination"] != "/sys/fs/cgroup"]
-    mounts.append({"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]})
+    mounts.append(
+        {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]}
+    )
     config["mounts"] = mounts
     config["hostname"] = "pyinit-test"
     config_path.write_text(json.dumps(config, indent=2))
@@ -295,7 +268,7 @@ def make_bundle(
 
 
 def new_container(base: Path, args: Sequence[str], **bundle_options) -> Container:
-    """Build a bundle in base and return a not yet started Container with a unique id and state dir."""
+    """Build a bundle in base; return an unstarted Container with a unique id and state dir."""
     bundle = make_bundle(base, args, **bundle_options)
     state_root = base / "runc-state"
     state_root.mkdir()
@@ -337,7 +310,8 @@ def _probe_runc(base: Path) -> str:
         if status != 0:
             container.stderr.join(5)
             stderr = container.stderr.text if container.stderr else ""
-            return f"runc cannot run a trivial container (/bin/true exited {status}): {stderr.strip()[:300]}"
+            detail = stderr.strip()[:300]
+            return f"runc cannot run a trivial container (/bin/true exited {status}): {detail}"
         return ""
     finally:
         container.destroy()
