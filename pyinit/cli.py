@@ -276,28 +276,24 @@ def parse(argv: list[str], environ: Mapping[str, str]) -> tuple[Options, set[str
         if opt.attr in values or opt.attr in flags:
             flag_values = values.get(opt.attr, ["1"])
             _apply(options, opt, flag_values, _flag_source(opt))
+            options.explicit.add(opt.attr)
         elif opt.variable and environ.get(opt.variable, "").strip():
             text = environ[opt.variable]
             items = _split_list(text) if opt.repeat else [text]
             _apply(options, opt, items, _variable_source(opt))
+            options.explicit.add(opt.attr)
     if "verbose" in flags and "log_level" not in values:
         options.log_level = "debug"
     options.command = command
-    if "check" in flags:
+    if "check" in flags or services_configured(options, environ):
         return options, flags
-    if options.config or environ.get("PYINIT_SERVICES", "").strip():
-        source = "PYINIT_SERVICES" if not options.config else _config_source(values)
-        raise UsageError(
-            f"{source}: running services is not available in pyinit {__version__} "
-            "(pyinit --check validates their configuration)"
-        )
     if not command:
         raise UsageError("no command given and no services configured (see pyinit --help)")
     return options, flags
 
 
-def _config_source(values: dict[str, list[str]]) -> str:
-    return "--config" if "config" in values else "PYINIT_CONFIG"
+def services_configured(options: Options, environ: Mapping[str, str]) -> bool:
+    return bool(options.config or environ.get("PYINIT_SERVICES", "").strip())
 
 
 def _flag_source(opt: Opt) -> Callable[[str], str]:
@@ -353,4 +349,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from pyinit.runner import run
 
-    return run(options)
+    if not services_configured(options, os.environ):
+        return run(options)
+    # Services mode: its configuration layer is imported only here.
+    from pyinit.config import ConfigError, load
+
+    try:
+        config = load(os.environ, options.config)
+    except ConfigError as error:
+        fatal(str(error))
+        return EXIT_USAGE
+    return run(options, config)

@@ -26,6 +26,7 @@ class Options:
         "log_format",
         "log_level",
         "config",
+        "explicit",
     )
 
     def __init__(self) -> None:
@@ -40,6 +41,8 @@ class Options:
         self.log_format = "text"
         self.log_level = "info"
         self.config: str | None = None  # TOML services file
+        # Options set by a flag or variable: these win over the file's [pyinit].
+        self.explicit: set[str] = set()
 
 
 class ExitStatus:

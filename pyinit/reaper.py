@@ -34,6 +34,38 @@ def reap() -> list[tuple[int, ExitStatus]]:
     return reaped
 
 
+def descendants(root: int) -> list[int]:
+    """Every live process below `root`, from /proc (parents before children).
+
+    Used for the final sweep of services mode, so that nothing outlives
+    pyinit; zombies are left out, since the reaper owns them.
+    """
+    children: dict[int, list[int]] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # it exited while we looked
+        # Fields after the command name, which may itself hold ") ".
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if fields[0] != b"Z":
+            children.setdefault(int(fields[1]), []).append(int(name))
+    found: list[int] = []
+    queue = list(children.get(root, ()))
+    while queue:
+        pid = queue.pop(0)
+        found.append(pid)
+        queue.extend(children.get(pid, ()))
+    return found
+
+
 def _prctl(option: int, arg: int) -> None:
     """prctl(2) through `_ctypes`, the C half of ctypes.
 

@@ -19,6 +19,11 @@ from pyinit.loop import Loop
 from pyinit.model import Options
 from pyinit.spawn import SpawnError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pyinit.services_model import Config
+    from pyinit.supervisor import Supervisor
+
 
 def close_inherited_fds() -> None:
     """Mark every descriptor above stderr close-on-exec (SPEC: security)."""
@@ -35,8 +40,10 @@ def close_inherited_fds() -> None:
                 pass  # the descriptor listdir itself used, now closed
 
 
-def run(options: Options) -> int:
-    """Run options.command as an init would; return pyinit's exit status."""
+def run(options: Options, config: Config | None = None) -> int:
+    """Run as an init: options.command alone, or the services of `config`
+    (with options.command as the main service, if given). Returns pyinit's
+    exit status."""
     log = Log(options.log_level, options.log_format)
     close_inherited_fds()
     if os.getpid() != 1:
@@ -48,7 +55,13 @@ def run(options: Options) -> int:
             reaper.set_parent_death_signal(options.pdeathsig)
 
     loop = Loop(log)
-    supervisor = CommandSupervisor(options, loop, log)
+    supervisor: CommandSupervisor | Supervisor
+    if config is None:
+        supervisor = CommandSupervisor(options, loop, log)
+    else:
+        from pyinit.supervisor import Supervisor
+
+        supervisor = Supervisor(config, options, loop, log)
     wakeup_fd = signals.install_wakeup()
     loop.add_reader(wakeup_fd, lambda: supervisor.on_signals(signals.read_wakeup(wakeup_fd)))
     try:

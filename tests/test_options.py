@@ -105,9 +105,7 @@ def test_durations(text, seconds):
         (["true"], {"PYINIT_GRACE": "soon"}, "PYINIT_GRACE"),
         (["true"], {"PYINIT_SINGLE_CHILD": "maybe"}, "PYINIT_SINGLE_CHILD"),
         (["true"], {"PYINIT_REMAP_EXIT": "1,x"}, "PYINIT_REMAP_EXIT"),
-        (["true"], {"PYINIT_SERVICES": "web: gunicorn"}, "PYINIT_SERVICES"),
-        (["--config", "x.toml", "true"], {}, "--config"),
-        (["true"], {"PYINIT_CONFIG": "/etc/pyinit.toml"}, "PYINIT_CONFIG"),
+        (["--health-port", "8080", "true"], {}, "--health-port"),
         ([], {}, "no command"),
         (["ctl", "status"], {}, "pyinit -- ctl"),
     ],
@@ -123,6 +121,12 @@ def test_errors_name_the_culprit(argv, environ, names):
 def test_check_needs_no_command_and_keeps_the_config_path():
     opts, flags = parse(["--check", "--config", "/etc/pyinit.toml"], {})
     assert "check" in flags and opts.config == "/etc/pyinit.toml"
+
+
+def test_services_need_no_command():
+    opts = options([], PYINIT_SERVICES="web: sleep 1")
+    assert opts.command == []
+    assert options(["--config", "/etc/pyinit.toml"]).config == "/etc/pyinit.toml"
 
 
 def test_help_and_version_need_no_command():
