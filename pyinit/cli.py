@@ -22,12 +22,19 @@ if TYPE_CHECKING:
 EXIT_USAGE = 2
 
 USAGE = "usage: pyinit [OPTIONS] [--] COMMAND [ARG...]"
+MORE_USAGE = """       pyinit [OPTIONS]              run the services of PYINIT_SERVICES / --config
+       pyinit --check [OPTIONS]      validate the services, print the plan"""
 
 HELP = f"""{USAGE}
+{MORE_USAGE}
 
 Run COMMAND as an init: reap every zombie, forward signals to COMMAND's process
 group, stop it with SIGKILL when it outstays the grace period, and exit with its
-status (128+N if a signal N killed it).
+status (128+N if a signal N killed it). With services configured, supervise them
+too (COMMAND, if given, is the main one: its exit ends pyinit).
+
+services (see the README for the grammar and the TOML keys):
+  PYINIT_SERVICES='web: gunicorn app:app; worker[2]: python -m app.worker'
 
 options (each has an environment variable; the flag wins):
   -c, --single-child       signal only the child, not its process group, and

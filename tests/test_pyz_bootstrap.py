@@ -134,7 +134,9 @@ def test_json_logging_uses_the_carried_python_json_logger(pyz_path, tmp_path):
     assert any(r.get("event") == "started" for r in records)
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/bin/python3"), reason="needs Debian's /usr/bin/python3")
+@pytest.mark.skipif(
+    not os.path.exists("/usr/bin/python3"), reason="needs Debian's /usr/bin/python3"
+)
 def test_pyz_runs_under_a_python_without_pyinits_dependencies(pyz_path, tmp_path):
     """Debian's interpreter has none of psutil, sdnotify, python-json-logger installed."""
     check = subprocess.run(
