@@ -27,7 +27,7 @@ REPO_ROOT = TESTS_DIR.parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
-from support.helpers import InitProcess  # noqa: E402
+from support.helpers import InitProcess, wait_until  # noqa: E402,F401  (re-exported for other tests)
 
 UNSHARE_PREFIX = ["unshare", "--pid", "--fork", "--mount-proc"]
 _unshare_probe: str | None = None  # None: not probed; "": works; else why not
@@ -39,8 +39,11 @@ def _unshare_problem() -> str:
     if _unshare_probe is None:
         try:
             done = subprocess.run([*UNSHARE_PREFIX, "true"], capture_output=True, timeout=10)
-            _unshare_probe = "" if done.returncode == 0 else (
-                f"exit {done.returncode}: {done.stderr.decode(errors='replace').strip()}")
+            _unshare_probe = (
+                ""
+                if done.returncode == 0
+                else (f"exit {done.returncode}: {done.stderr.decode(errors='replace').strip()}")
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             _unshare_probe = repr(exc)
     return _unshare_probe
@@ -56,8 +59,12 @@ def pyz_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pytest.fail(f"PYINIT_PYZ={given} is not a file")
         return path
     out = tmp_path_factory.mktemp("pyz") / "pyinit.pyz"
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "build_zipapp.py"), "--output", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "build_zipapp.py"), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if done.returncode != 0 or not out.is_file():
         pytest.fail(f"build_zipapp.py failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return out

@@ -50,11 +50,16 @@ PID1_ONLY = pytest.mark.parametrize("as_pid1", ["pid1"], indirect=True)
 # --------------------------------------------------------------------------- waiting
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = DEFAULT_TIMEOUT,
-               message: str = "condition", interval: float = 0.01) -> T:
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = DEFAULT_TIMEOUT,
+    message: str | Callable[[], str] = "condition",
+    interval: float = 0.01,
+) -> T:
     """Poll ``predicate`` until it returns something truthy and return that value.
 
-    Raises AssertionError naming ``message`` when ``timeout`` seconds pass.
+    Raises AssertionError naming ``message`` when ``timeout`` seconds pass; a
+    callable message is evaluated then, so it can describe the final state.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -62,12 +67,14 @@ def wait_until(predicate: Callable[[], T], timeout: float = DEFAULT_TIMEOUT,
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {message}")
+            text = message() if callable(message) else message
+            raise AssertionError(f"timed out after {timeout}s waiting for: {text}")
         time.sleep(interval)
 
 
-def stays_true(predicate: Callable[[], object], duration: float, message: str,
-               interval: float = 0.02) -> None:
+def stays_true(
+    predicate: Callable[[], object], duration: float, message: str, interval: float = 0.02
+) -> None:
     """Assert ``predicate`` holds during the whole observation window.
 
     This is how a test shows that something does *not* happen (a dropped
@@ -105,8 +112,14 @@ def proc_stat(pid: int) -> ProcStat | None:
     head, _, rest = raw.rpartition(")")
     comm = head.partition("(")[2]
     fields = rest.split()
-    return ProcStat(pid=pid, comm=comm, state=fields[0], ppid=int(fields[1]),
-                    pgrp=int(fields[2]), session=int(fields[3]))
+    return ProcStat(
+        pid=pid,
+        comm=comm,
+        state=fields[0],
+        ppid=int(fields[1]),
+        pgrp=int(fields[2]),
+        session=int(fields[3]),
+    )
 
 
 def process_state(pid: int) -> str | None:
@@ -174,9 +187,10 @@ def find_descendant(root: int, argv_part: Sequence[str], timeout: float = DEFAUL
     def look() -> int | None:
         for pid in descendants(root):
             argv = cmdline(pid)
-            if any(argv[i:i + len(part)] == part for i in range(len(argv))):
+            if any(argv[i : i + len(part)] == part for i in range(len(argv))):
                 return pid
         return None
+
     return wait_until(look, timeout, f"a descendant of {root} running {part!r}")
 
 
@@ -286,17 +300,30 @@ class InitProcess:
     started process pyinit is (default: 1 with a prefix, else 0).
     """
 
-    def __init__(self, argv: Sequence[str], *, prefix: Sequence[str] = (),
-                 depth: int | None = None, env: Mapping[str, str] | None = None,
-                 cwd: str | os.PathLike | None = None, stdin=subprocess.DEVNULL) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        prefix: Sequence[str] = (),
+        depth: int | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike | None = None,
+        stdin=subprocess.DEVNULL,
+    ) -> None:
         self.argv = [*prefix, *argv]
         self.depth = depth if depth is not None else (1 if prefix else 0)
         self.tag = uuid.uuid4().hex
         full_env = dict(base_env() if env is None else env)
         full_env[TAG_VAR] = self.tag
         self.started_at = time.monotonic()
-        self.popen = subprocess.Popen(self.argv, stdin=stdin, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, env=full_env, cwd=cwd)
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=full_env,
+            cwd=cwd,
+        )
         self._out = _LineReader(self.popen.stdout, "stdout")
         self._err = _LineReader(self.popen.stderr, "stderr")
         self._pid: int | None = None
@@ -311,8 +338,11 @@ class InitProcess:
             pid = self.popen.pid
             for _ in range(self.depth):
                 parent = pid
-                kids = wait_until(lambda: children_of(parent), DEFAULT_TIMEOUT,
-                                  f"a child of pid {parent} ({self.describe()})")
+                kids = wait_until(
+                    lambda parent=parent: children_of(parent),
+                    DEFAULT_TIMEOUT,
+                    lambda parent=parent: f"a child of pid {parent} ({self.describe()})",
+                )
                 assert len(kids) == 1, f"expected one child of {parent}, got {kids}"
                 pid = kids[0]
             self._pid = pid
@@ -320,8 +350,11 @@ class InitProcess:
 
     def child_pid(self, timeout: float = DEFAULT_TIMEOUT) -> int:
         """Host pid of pyinit's direct child (the COMMAND)."""
-        kids = wait_until(lambda: [k for k in children_of(self.pid) if not is_dead(k)],
-                          timeout, f"pyinit's child ({self.describe()})")
+        kids = wait_until(
+            lambda: [k for k in children_of(self.pid) if not is_dead(k)],
+            timeout,
+            lambda: f"pyinit's child ({self.describe()})",
+        )
         assert len(kids) == 1, f"expected pyinit to have one child, got {kids}"
         return kids[0]
 
@@ -355,14 +388,16 @@ class InitProcess:
             if line is None:
                 raise AssertionError(
                     f"no stdout line matching {pattern!r} within {timeout}s; "
-                    f"skipped {skipped} ({self.describe()})")
+                    f"skipped {skipped} ({self.describe()})"
+                )
             match = re.fullmatch(pattern, line)
             if match:
                 return match
             skipped.append(line)
 
-    def expect_lines(self, patterns: Iterable[str], timeout: float = DEFAULT_TIMEOUT,
-                     strict: bool = False) -> dict[str, re.Match]:
+    def expect_lines(
+        self, patterns: Iterable[str], timeout: float = DEFAULT_TIMEOUT, strict: bool = False
+    ) -> dict[str, re.Match]:
         """Read stdout until each regex in ``patterns`` matched one line, in any order.
 
         With ``strict``, a line matching none of them (or one already seen) fails.
@@ -373,8 +408,9 @@ class InitProcess:
         while len(found) < len(wanted):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"missing lines {set(wanted) - set(found)} "
-                                     f"({self.describe()})")
+                raise AssertionError(
+                    f"missing lines {set(wanted) - set(found)} ({self.describe()})"
+                )
             line = self.next_line(remaining)
             for pattern in wanted:
                 match = re.fullmatch(pattern, line)
@@ -383,8 +419,10 @@ class InitProcess:
                     break
             else:
                 if strict:
-                    raise AssertionError(f"unexpected line {line!r} while waiting for "
-                                         f"{set(wanted) - set(found)} ({self.describe()})")
+                    raise AssertionError(
+                        f"unexpected line {line!r} while waiting for "
+                        f"{set(wanted) - set(found)} ({self.describe()})"
+                    )
         return found
 
     @property
@@ -411,8 +449,9 @@ class InitProcess:
         try:
             code = self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"pyinit did not exit within {timeout}s "
-                                 f"({self.describe()})") from None
+            raise AssertionError(
+                f"pyinit did not exit within {timeout}s ({self.describe()})"
+            ) from None
         if self.ended_at is None:
             self.ended_at = time.monotonic()
         return code
@@ -430,8 +469,10 @@ class InitProcess:
             stat = proc_stat(pid)
             if stat:
                 tree.append(f"{pid}:{stat.state}:{' '.join(cmdline(pid))[:60] or stat.comm}")
-        return (f"argv={self.argv!r} returncode={self.popen.returncode} "
-                f"stdout={self._out.lines[-20:]!r} stderr={self._err.lines[-20:]!r} tree={tree}")
+        return (
+            f"argv={self.argv!r} returncode={self.popen.returncode} "
+            f"stdout={self._out.lines[-20:]!r} stderr={self._err.lines[-20:]!r} tree={tree}"
+        )
 
     def close(self) -> None:
         """Kill every process this run started, leaves first, then reap ours."""
@@ -466,9 +507,18 @@ class InitProcess:
         self.close()
 
 
-def run_init(argv: Sequence[str], *, prefix: Sequence[str] = (),
-             env: Mapping[str, str] | None = None, cwd: str | os.PathLike | None = None,
-             timeout: float = DEFAULT_TIMEOUT) -> Result:
+StartInit = Callable[..., InitProcess]
+"""Type of the conftest ``start_init`` fixture: ``start_init(argv, **InitProcess kwargs)``."""
+
+
+def run_init(
+    argv: Sequence[str],
+    *,
+    prefix: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Result:
     """Run pyinit to completion and return its status and output; always cleans up."""
     with InitProcess(argv, prefix=prefix, env=env, cwd=cwd) as proc:
         return proc.result(timeout)

@@ -11,6 +11,7 @@ Options:
   --spawn-child TAG  start a second printer (tag TAG) in our process group first
   --exit-on SIG      after printing signal SIG, exit (repeatable)
   --exit-code N      the status for --exit-on (default 0)
+  --catch-chld       print SIGCHLD too (off: a --spawn-child printer would see it)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import signal
 import subprocess
 import sys
 
-# SIGCHLD stays out: a printer with --spawn-child would otherwise print it.
+# SIGCHLD stays out unless asked for: a printer with --spawn-child would print it.
 CATCHABLE = set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
 
 
@@ -58,7 +59,10 @@ def main() -> None:
     parser.add_argument("--spawn-child", metavar="TAG")
     parser.add_argument("--exit-on", type=int, action="append", default=[])
     parser.add_argument("--exit-code", type=int, default=0)
+    parser.add_argument("--catch-chld", action="store_true")
     args = parser.parse_args()
+    if args.catch_chld:
+        CATCHABLE.add(signal.SIGCHLD)
     block_all()
     if args.spawn_child:
         # Same process group and stdout; the test waits for both `ready` lines.
