@@ -111,7 +111,10 @@ def parse_rewrite(text: str) -> tuple[int, int]:
     source, sep, target = text.partition(":")
     if not sep or not source.strip() or not target.strip():
         raise ValueError(f"expected SRC:DST (e.g. TERM:QUIT, or INT:0 to drop), got {text!r}")
-    return parse_signal(source), parse_signal(target, allow_zero=True)
+    received = parse_signal(source)
+    if received in (9, 19):  # SIGKILL, SIGSTOP: never delivered to a handler
+        raise ValueError(f"{source.strip()} cannot be caught, so it cannot be rewritten")
+    return received, parse_signal(target, allow_zero=True)
 
 
 def parse_pdeathsig(text: str) -> int:

@@ -46,7 +46,7 @@ class CommandSupervisor:
         self.status: ExitStatus | None = None
         self.exit_code: int | None = None
         self._kill_timer: Timer | None = None
-        self._killed = False
+        self._cleaning_up = False
 
     # -- start ---------------------------------------------------------------
 
@@ -129,17 +129,40 @@ class CommandSupervisor:
     # -- ending --------------------------------------------------------------
 
     def _after_child_exit(self) -> None:
-        if self.options.single_child or not self._group_alive():
+        if self.options.single_child:
             self._finish()
             return
-        if self._kill_timer is None:
-            self.log.info(
-                f"pid {self.pid} left processes in its group; sending SIGTERM",
-                event="stopping_group",
-                pid=self.pid,
-            )
-            self._send(signals.SIGTERM)
-            self._arm_kill_timer()
+        group_alive = self._group_alive()
+        if not group_alive and not reaper.has_children():
+            self._finish()
+            return
+        if self._cleaning_up:
+            return
+        # DRAINING: TERM to what is left of the group, and to descendants that
+        # left it (a setsid'd daemon): nothing outlives pyinit.
+        self._cleaning_up = True
+        strays = self._strays()
+        self.log.info(
+            f"pid {self.pid} left processes behind; sending SIGTERM"
+            + (f" to its group and {len(strays)} other(s)" if strays else " to its group"),
+            event="stopping_group",
+            pid=self.pid,
+        )
+        self._send(signals.SIGTERM)
+        _kill_all(strays, signals.SIGTERM)
+        self._arm_kill_timer()
+
+    def _strays(self) -> list[int]:
+        """Descendants outside the child's process group (a /proc scan: only
+        done when the child has exited and something is left)."""
+        strays = []
+        for pid in reaper.descendants(os.getpid()):
+            try:
+                if os.getpgid(pid) != self.pid:
+                    strays.append(pid)
+            except ProcessLookupError:
+                pass
+        return strays
 
     def _group_alive(self) -> bool:
         try:
@@ -167,8 +190,9 @@ class CommandSupervisor:
             pid=self.pid,
             signal="SIGKILL",
         )
-        self._killed = True
         self._send(signals.SIGKILL)
+        if self.status is not None:
+            _kill_all(self._strays(), signals.SIGKILL)
         self.loop.call_later(KILL_SETTLE_SECONDS, self._on_kill_settle_expired)
 
     def _on_kill_settle_expired(self) -> None:
@@ -191,3 +215,11 @@ class CommandSupervisor:
             code = 0
         self.exit_code = code
         self.loop.stop()
+
+
+def _kill_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass  # gone already; the reaper hears of it

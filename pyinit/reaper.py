@@ -34,6 +34,19 @@ def reap() -> list[tuple[int, ExitStatus]]:
     return reaped
 
 
+def has_children() -> bool:
+    """Does this process have any child, alive or zombie? (Reaps nothing.)
+
+    As PID 1 or a subreaper, every descendant hangs below a living child of
+    ours, so "no children" means "no descendants" without reading /proc.
+    """
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
 def descendants(root: int) -> list[int]:
     """Every live process below `root`, from /proc (parents before children).
 

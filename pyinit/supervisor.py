@@ -459,7 +459,7 @@ class Supervisor:
         """Every service is down: stop whatever descendants remain, then finish."""
         left = reaper.descendants(os.getpid())
         if not left:
-            if self._no_children():
+            if not reaper.has_children():
                 self.loop.stop()
             return
         if self._sweep_timer is not None:
@@ -486,14 +486,6 @@ class Supervisor:
             _signal_group(worker.pid, signals.SIGKILL)
         for pid in reaper.descendants(os.getpid()):
             _signal_pid(pid, signals.SIGKILL)
-
-    def _no_children(self) -> bool:
-        """True when pyinit has no child at all (waitid peeks, reaps nothing)."""
-        try:
-            os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return True
-        return False
 
 
 _SIGHUP = 1

@@ -184,15 +184,7 @@ def test_single_child_exit_signals_nothing_else(
     assert proc.next_line() == "bg: 12", "with -c the leftover must not be signalled"
 
 
-ESCAPED_REASON = (
-    "SPEC 3 (Stop): 'Before pyinit exits, every remaining descendant is stopped the same way: "
-    "nothing outlives it.' pyinit 0.1.0 only signals the child's group: a setsid'd descendant "
-    "gets nothing (subreaper: it outlives pyinit; PID 1: the kernel SIGKILLs it, no TERM first)"
-)
-
-
 @INSTALLED_ONLY
-@pytest.mark.xfail(strict=True, reason=ESCAPED_REASON)
 def test_descendant_outside_the_group_is_stopped_before_pyinit_exits(
     pyinit_argv: list[str], as_pid1: list[str], start_init: StartInit
 ) -> None:

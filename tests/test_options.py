@@ -96,6 +96,7 @@ def test_durations(text, seconds):
         (["--grace", "nan", "true"], {}, "--grace nan"),
         (["-r", "FOO:BAR", "true"], {}, "--rewrite FOO:BAR"),
         (["-r", "TERM", "true"], {}, "--rewrite TERM"),
+        (["-r", "KILL:TERM", "true"], {}, "cannot be caught"),
         (["-e", "256", "true"], {}, "--remap-exit 256"),
         (["--log-format", "xml", "true"], {}, "--log-format xml"),
         (["--bogus", "true"], {}, "--bogus"),
