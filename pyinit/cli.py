@@ -106,13 +106,13 @@ def parse_exit_code(text: str) -> int:
 
 
 def parse_rewrite(text: str) -> tuple[int, int]:
-    from pyinit.signals import parse_signal
+    from pyinit.signals import SIGKILL, SIGSTOP, parse_signal
 
     source, sep, target = text.partition(":")
     if not sep or not source.strip() or not target.strip():
         raise ValueError(f"expected SRC:DST (e.g. TERM:QUIT, or INT:0 to drop), got {text!r}")
     received = parse_signal(source)
-    if received in (9, 19):  # SIGKILL, SIGSTOP: never delivered to a handler
+    if received in (SIGKILL, SIGSTOP):  # never delivered to a handler
         raise ValueError(f"{source.strip()} cannot be caught, so it cannot be rewritten")
     return received, parse_signal(target, allow_zero=True)
 

@@ -116,9 +116,11 @@ def wait_log(proc: InitProcess, pattern: str, timeout: float = 10.0, count: int 
     """Wait until `count` of pyinit's stderr lines match the regex `pattern` (search)."""
     regex = re.compile(pattern)
     return wait_until(
-        lambda: (m := [line for line in proc.stderr_lines(0) if regex.search(line)])
-        and len(m) >= count
-        and m,
+        lambda: (
+            (m := [line for line in proc.stderr_lines(0) if regex.search(line)])
+            and len(m) >= count
+            and m
+        ),
         timeout,
         lambda: f"{count} stderr line(s) matching {pattern!r}; stderr: {proc.stderr_lines(0)}",
     )
