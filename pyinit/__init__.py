@@ -2,21 +2,27 @@
 
 This module stays tiny on purpose: `pyinit` is imported on every start-up of
 the init, so it must not pull in anything the single-command path does not use.
+The public API (`Service`, `ServiceManager`) is imported on first use.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["Service", "__version__"]
+__all__ = ["Service", "ServiceManager", "__version__"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pyinit.manager import ServiceManager
     from pyinit.service import Service
 
 
 def __getattr__(name: str) -> object:
-    """`pyinit.Service` without importing pyinit.service on the init's start-up path."""
+    """`pyinit.Service`, `pyinit.ServiceManager`, imported when first asked for."""
     if name == "Service":
-        from pyinit import service
+        from pyinit.service import Service
 
-        return service.Service
+        return Service
+    if name == "ServiceManager":
+        from pyinit.manager import ServiceManager
+
+        return ServiceManager
     raise AttributeError(f"module 'pyinit' has no attribute {name!r}")

@@ -21,6 +21,8 @@ from pyinit.spawn import SpawnError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pyinit.services_model import Config
     from pyinit.supervisor import Supervisor
 
@@ -40,10 +42,15 @@ def close_inherited_fds() -> None:
                 pass  # the descriptor listdir itself used, now closed
 
 
-def run(options: Options, config: Config | None = None) -> int:
+def run(
+    options: Options,
+    config: Config | None = None,
+    prepare: Callable[[Supervisor], None] | None = None,
+) -> int:
     """Run as an init: options.command alone, or the services of `config`
     (with options.command as the main service, if given). Returns pyinit's
-    exit status."""
+    exit status. `prepare` sees the services supervisor before it starts
+    (ServiceManager attaches its hooks there)."""
     log = Log(options.log_level, options.log_format)
     close_inherited_fds()
     if os.getpid() != 1:
@@ -62,6 +69,8 @@ def run(options: Options, config: Config | None = None) -> int:
         from pyinit.supervisor import Supervisor
 
         supervisor = Supervisor(config, options, loop, log)
+        if prepare is not None:
+            prepare(supervisor)
     wakeup_fd = signals.install_wakeup()
     loop.add_reader(wakeup_fd, lambda: supervisor.on_signals(signals.read_wakeup(wakeup_fd)))
     try:

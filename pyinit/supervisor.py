@@ -39,6 +39,8 @@ from pyinit.services_model import OutputMode, ReadinessKind, ReloadMode, Service
 from pyinit.unit import ALIVE, Decision, Unit, Worker, WorkerState
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pyinit.logs import Log
     from pyinit.loop import Loop
     from pyinit.model import Options
@@ -76,6 +78,8 @@ class Supervisor:
         self._stop_layers: list[list[str]] = []
         self._deadline: float | None = None
         self._sweep_timer: object = None
+        # ServiceManager's callbacks by kind: terminate, reload, new_worker, dead_worker.
+        self.hooks: dict[str, list[Callable[..., object]]] = {}
         for unit in self.units.values():
             kind = unit.spec.ready.kind
             if kind not in (ReadinessKind.NONE,):
@@ -167,6 +171,7 @@ class Supervisor:
         worker.process = process
         worker.pid = process.pid
         self.by_pid[process.pid] = worker
+        self._run_hooks("new_worker", spec.name, worker.worker_id)
         # STARTING -> RUNNING: readiness beyond "started" is not checked yet.
         worker.state = WorkerState.RUNNING
         self.log.info(
@@ -183,6 +188,37 @@ class Supervisor:
             return
         self._spawn(worker)
         self._start_due_units()
+
+    def _run_hooks(self, kind: str, *args: object) -> None:
+        for hook in self.hooks.get(kind, ()):
+            try:
+                hook(*args)
+            except Exception:
+                self.log.exception(f"error in the {kind} hook {hook!r}")
+
+    def scale(self, name: str, workers: int) -> None:
+        """Run `workers` workers of `name`: new ids start, the highest ids stop first."""
+        import dataclasses
+
+        unit = self.units[name]
+        unit.spec = dataclasses.replace(unit.spec, workers=workers)
+        now = time.monotonic()
+        for worker_id in sorted(unit.workers, reverse=True):
+            if worker_id < workers:
+                break
+            worker = unit.workers[worker_id]
+            if worker.state in ALIVE:
+                if worker.state is not WorkerState.STOPPING:
+                    self._stop_worker(worker, now + self._grace_of(unit))
+            else:
+                worker.cancel_timer()
+                del unit.workers[worker_id]
+        for worker_id in range(workers):
+            if worker_id not in unit.workers:
+                unit.workers[worker_id] = Worker(unit, worker_id)
+                if unit.started and not self.shutting_down:
+                    self._spawn(unit.workers[worker_id])
+        self.log.info(f"{name}: scaled to {workers} worker(s)", service=name, event="scaled")
 
     def _output_pipes(self, worker: Worker) -> tuple[int, int]:
         """Relays for prefix/json output; returns the child's (stdout, stderr) ends."""
@@ -272,6 +308,7 @@ class Supervisor:
             self._kill_everything()
             return
         self.log.info(f"received {name}: stopping all services", event="stopping", signal=name)
+        self._run_hooks("terminate")
         self.shutdown(0)
 
     def _forward(self, signum: int) -> None:
@@ -296,6 +333,9 @@ class Supervisor:
                     # started again, same worker id (SPEC 3).
                     worker.reload_requested = unit.spec.py_class is not None
                     _signal_group(worker.pid, unit.spec.reload_signal)
+        # After the workers were signalled: a worker a hook starts (scaling up)
+        # must not get the reload signal before it can handle it.
+        self._run_hooks("reload")
 
     def _reap(self) -> None:
         for pid, status in reaper.reap():
@@ -330,8 +370,11 @@ class Supervisor:
             exit_code=status.code,
             signal=signals.signal_name(status.signal) if status.signal else None,
         )
+        self._run_hooks("dead_worker", unit.name, worker.worker_id, status.shell_code)
         if was is WorkerState.STOPPING and not worker.reload_requested:
             worker.state = WorkerState.STOPPED  # STOPPING -> STOPPED
+            if worker.worker_id >= unit.spec.workers:
+                del unit.workers[worker.worker_id]  # scaled down
             return
         if unit.main:
             worker.state = WorkerState.EXITED
@@ -343,8 +386,9 @@ class Supervisor:
             return
         if worker.reload_requested:
             worker.reload_requested = False
-            self._respawn(worker)  # -> STARTING: a reload asked it to go
-            return
+            if status.shell_code == 0 or was is WorkerState.STOPPING:
+                self._respawn(worker)  # -> STARTING: a reload asked it to go
+                return
         decision, delay = unit.decide(worker, status, time.monotonic())
         if decision is Decision.RESTART:
             if delay <= 0:

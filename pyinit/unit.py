@@ -83,6 +83,7 @@ class Unit:
     """A service: its spec, its workers, and the restart history it shares."""
 
     def __init__(self, spec: ServiceSpec, *, main: bool = False) -> None:
+        # Replaced (never mutated) when the unit is scaled.
         self.spec = spec
         self.main = main  # COMMAND given with services: its exit ends pyinit
         self.workers = {i: Worker(self, i) for i in range(spec.workers)}

@@ -267,10 +267,14 @@ class Worker:
         """Import `module:Class`, construct it the way its shape expects."""
         import importlib
 
-        module_name, colon, attribute = self.target.partition(":")
+        module_name, colon, attribute = self.target.rpartition(":")
         if not colon or not module_name or not attribute:
             raise ValueError(f"target {self.target!r} is not module:Class")
-        found: object = importlib.import_module(module_name)
+        found: object
+        if module_name.endswith(".py"):
+            found = _load_script(module_name)
+        else:
+            found = importlib.import_module(module_name)
         for part in attribute.split("."):
             found = getattr(found, part)
         if not callable(found):
@@ -406,6 +410,21 @@ class Worker:
             os.write(self._wfd, _WAKE)
         except BlockingIOError:
             pass  # the pipe is full of wakeups already
+
+
+def _load_script(path: str) -> object:
+    """A class defined in an application's main script (ServiceManager).
+
+    The script runs as `__mp_main__`, as multiprocessing's spawn does, so its
+    `if __name__ == "__main__":` block (the one that called run()) stays out.
+    """
+    import runpy
+    import types
+
+    module = types.ModuleType("__mp_main__")
+    module.__dict__.update(runpy.run_path(path, run_name="__mp_main__"))
+    sys.modules["__mp_main__"] = module
+    return module
 
 
 def _noop(signum: int, frame: object) -> None:
