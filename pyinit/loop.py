@@ -52,16 +52,42 @@ class Loop:
         self._log = log
         self._epoll = select.epoll()
         self._readers: dict[int, Callable[[], None]] = {}
+        self._writers: dict[int, Callable[[], None]] = {}
         self._timers: list[Timer] = []
         self.stopped = False
 
     def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
-        self._epoll.register(fd, select.EPOLLIN)
         self._readers[fd] = callback
+        self._update(fd)
 
     def remove_reader(self, fd: int) -> None:
         if self._readers.pop(fd, None) is not None:
-            self._epoll.unregister(fd)
+            self._update(fd)
+
+    def add_writer(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call `callback` when `fd` is writable (a non-blocking connect done)."""
+        self._writers[fd] = callback
+        self._update(fd)
+
+    def remove_writer(self, fd: int) -> None:
+        if self._writers.pop(fd, None) is not None:
+            self._update(fd)
+
+    def _update(self, fd: int) -> None:
+        """Tell epoll what we now want of `fd` (nothing: forget it)."""
+        mask = (select.EPOLLIN if fd in self._readers else 0) | (
+            select.EPOLLOUT if fd in self._writers else 0
+        )
+        try:
+            if mask:
+                try:
+                    self._epoll.modify(fd, mask)
+                except FileNotFoundError:
+                    self._epoll.register(fd, mask)
+            else:
+                self._epoll.unregister(fd)
+        except (FileNotFoundError, OSError):
+            pass  # already closed (epoll forgets closed fds by itself)
 
     def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
         timer = Timer(when, callback)
@@ -93,10 +119,16 @@ class Loop:
     def _run_once(self) -> None:
         # epoll rounds the timeout up to whole milliseconds, so a timer is
         # never woken for early and then spun on.
-        for fd, _ in self._epoll.poll(self._timeout()):
-            callback = self._readers.get(fd)
-            if callback is not None:
-                self._guarded(callback)
+        for fd, events in self._epoll.poll(self._timeout()):
+            # A hang-up or error is reported to both sides, so each can see it.
+            if events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+                reader = self._readers.get(fd)
+                if reader is not None:
+                    self._guarded(reader)
+            if events & (select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR):
+                writer = self._writers.get(fd)
+                if writer is not None:
+                    self._guarded(writer)
         now = time.monotonic()
         timers = self._timers
         while timers and timers[0].when <= now and not self.stopped:
