@@ -63,6 +63,8 @@ class Events:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Set to `proc.describe` once pyinit runs: failure messages then show its output.
+        self.context: Callable[[], str] = lambda: ""
 
     def all(self) -> list[Event]:
         try:
@@ -98,7 +100,7 @@ class Events:
         return wait_until(
             lambda: (s := self.starts(name)) and len(s) >= count and s,
             timeout,
-            lambda: f"{count} starts of {name}; events: {self.all()}",
+            lambda: f"{count} starts of {name}; events: {self.all()}; {self.context()}",
         )
 
     def wait_for(
@@ -108,7 +110,7 @@ class Events:
         return wait_until(
             lambda: (e := self.all()) and predicate(e) and e,
             timeout,
-            lambda: f"{what}; events: {self.all()}",
+            lambda: f"{what}; events: {self.all()}; {self.context()}",
         )
 
 
