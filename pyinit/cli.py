@@ -23,7 +23,10 @@ EXIT_USAGE = 2
 
 USAGE = "usage: pyinit [OPTIONS] [--] COMMAND [ARG...]"
 MORE_USAGE = """       pyinit [OPTIONS]              run the services of PYINIT_SERVICES / --config
-       pyinit --check [OPTIONS]      validate the services, print the plan"""
+       pyinit --check [OPTIONS]      validate the services, print the plan
+       pyinit ctl [--ctl-socket PATH] VERB [ARG...]
+                                     status [--json], ready, start|stop|restart NAME,
+                                     signal NAME SIG, reload"""
 
 HELP = f"""{USAGE}
 {MORE_USAGE}
@@ -51,6 +54,10 @@ options (each has an environment variable; the flag wins):
       --log-level LEVEL    debug, info, warning, error (default info)
                                                                PYINIT_LOG_LEVEL=debug
       --config PATH        services from a TOML file           PYINIT_CONFIG=/etc/pyinit.toml
+      --ctl-socket PATH    control socket, for the server and for `pyinit ctl`
+                           (default /run/pyinit/ctl.sock)      PYINIT_CTL_SOCKET=/path
+      --health-port [ADDR:]PORT
+                           serve /healthz and /readyz over HTTP PYINIT_HEALTH_PORT=8080
       --check              validate the services configuration (PYINIT_SERVICES
                            and --config), print the plan, exit 0 or 2
   -v, --verbose            same as --log-level debug
@@ -123,6 +130,12 @@ def parse_pdeathsig(text: str) -> int:
     return parse_signal(text)
 
 
+def parse_health_port(text: str) -> tuple[str, int]:
+    from pyinit.control import parse_health_port as parse
+
+    return parse(text)
+
+
 def parse_choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         word = text.strip().lower()
@@ -173,21 +186,13 @@ OPTIONS = (
         "log_level",
     ),
     Opt(None, "config", "PYINIT_CONFIG", str, "config"),
+    Opt(None, "ctl-socket", "PYINIT_CTL_SOCKET", str, "ctl_socket"),
+    Opt(None, "health-port", "PYINIT_HEALTH_PORT", parse_health_port, "health_port"),
     Opt(None, "check", None, None, "check"),
     Opt("v", "verbose", None, None, "verbose"),
     Opt("V", "version", None, None, "version"),
     Opt("h", "help", None, None, "help"),
 )
-
-#: Parts of the contract (SPEC sections 3-6) that later releases add. Naming
-#: them here turns "silently ignored" into a clear error.
-NOT_YET = {
-    "--ctl-socket": "the control socket (--ctl-socket)",
-    "--health-port": "health probes (--health-port)",
-}
-NOT_YET_VARIABLES = {
-    "PYINIT_HEALTH_PORT": "health probes (PYINIT_HEALTH_PORT)",
-}
 
 
 def _apply(options: Options, opt: Opt, values: list[str], source: Callable[[str], str]) -> None:
@@ -238,8 +243,6 @@ def _scan_argv(argv: list[str]) -> tuple[dict[str, list[str]], set[str], list[st
             return values, flags, argv[i:]
         if word.startswith("--"):
             name, eq, value = word[2:].partition("=")
-            if "--" + name in NOT_YET:
-                raise UsageError(f"{NOT_YET['--' + name]} is not available in pyinit {__version__}")
             opt = by_long.get(name)
             if opt is None:
                 raise UsageError(f"unknown option --{name} (see pyinit --help)")
@@ -267,17 +270,9 @@ def parse(argv: list[str], environ: Mapping[str, str]) -> tuple[Options, set[str
     Returns the options and the set of action flags seen (help, version, check).
     Raises UsageError for anything wrong.
     """
-    if argv[:1] == ["ctl"]:
-        raise UsageError(
-            f"'pyinit ctl' is not available in pyinit {__version__}; "
-            "to run a program named ctl, write 'pyinit -- ctl'"
-        )
     values, flags, command = _scan_argv(argv)
     if "help" in flags or "version" in flags:
         return Options(), flags
-    for variable, what in NOT_YET_VARIABLES.items():
-        if environ.get(variable, "").strip():
-            raise UsageError(f"{variable}: {what} is not available in pyinit {__version__}")
 
     options = Options()
     for opt in OPTIONS:
@@ -343,8 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     gc.disable()  # as in __main__: start-up is short and allocates only what it keeps
     from pyinit.logs import fatal
 
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["ctl"]:  # reserved word: a program named ctl runs after `--`
+        from pyinit.control import main_ctl
+
+        return main_ctl(args[1:], os.environ)
     try:
-        options, flags = parse(sys.argv[1:] if argv is None else argv, os.environ)
+        options, flags = parse(args, os.environ)
     except UsageError as error:
         fatal(str(error))
         return EXIT_USAGE

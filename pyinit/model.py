@@ -27,6 +27,8 @@ class Options:
         "log_level",
         "config",
         "explicit",
+        "ctl_socket",
+        "health_port",
     )
 
     def __init__(self) -> None:
@@ -43,6 +45,8 @@ class Options:
         self.config: str | None = None  # TOML services file
         # Options set by a flag or variable: these win over the file's [pyinit].
         self.explicit: set[str] = set()
+        self.ctl_socket: str | None = None  # services mode's control socket
+        self.health_port: tuple[str, int] | None = None  # (address, port) for /healthz
 
 
 class ExitStatus:

@@ -86,6 +86,10 @@ def run(
     gc.enable()
     # A child may have died before the loop runs: its SIGCHLD byte is already
     # in the pipe, so the first poll sees it. Nothing to special-case.
-    loop.run()
+    try:
+        loop.run()
+    finally:
+        if config is not None:
+            supervisor.close()  # type: ignore[union-attr]
     assert supervisor.exit_code is not None
     return supervisor.exit_code

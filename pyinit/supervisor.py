@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from pyinit.logs import Log
     from pyinit.loop import Loop
     from pyinit.model import Options
+    from pyinit.notify import Downstream, Upstream
     from pyinit.services_model import Config
 
 #: After SIGKILL, how long to wait for the kernel before giving up on a process.
@@ -72,6 +73,7 @@ class Supervisor:
             )
             self.layers.append([name])
         self.by_pid: dict[int, Worker] = {}
+        self.checks: dict[int, Worker] = {}  # exec readiness checks running, by pid
         self.base_env = {k: v for k, v in os.environ.items() if k not in PRIVATE_VARIABLES}
         self.exit_code: int | None = None
         self.shutting_down = False
@@ -80,22 +82,67 @@ class Supervisor:
         self._sweep_timer: object = None
         # ServiceManager's callbacks by kind: terminate, reload, new_worker, dead_worker.
         self.hooks: dict[str, list[Callable[..., object]]] = {}
-        for unit in self.units.values():
-            kind = unit.spec.ready.kind
-            if kind not in (ReadinessKind.NONE,):
-                log.warning(
-                    f"{unit.name}: ready = {unit.spec.ready.describe()} is not checked by this"
-                    " version of pyinit; the service counts as ready once started",
-                    service=unit.name,
-                )
+        self.config = config
+        # sd_notify towards whoever started pyinit (systemd, podman), if anyone.
+        self.upstream: Upstream | None = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            from pyinit.notify import Upstream
+
+            self.upstream = Upstream.from_environ(os.environ)
+        self.downstream: Downstream | None = None  # pyinit's own notify socket
+        self.servers: list[object] = []  # control socket, health port: closed at exit
+        self._ready_sent = False
+        self._status_text = ""
 
     # -- starting ------------------------------------------------------------
 
     def start(self) -> None:
-        """Start every unit whose `after` is already met (layer 0 at least)."""
-        self._start_due_units()
+        """Open the sockets, then start every unit whose `after` is met."""
+        if any(_wants_notify(u.spec) for u in self.units.values()):
+            from pyinit.notify import Downstream, default_notify_path
 
-    def _start_due_units(self) -> None:
+            path = default_notify_path()
+            self.downstream = Downstream(self.loop, path, self._on_notify, self.log)
+            self.servers.append(self.downstream)
+        self._start_servers()
+        if self.upstream is not None:
+            interval = self.upstream.watchdog_interval()
+            if interval:
+                self._upstream_watchdog(interval)
+        self.start_due_units()
+        self._readiness_changed()
+
+    def _start_servers(self) -> None:
+        """`pyinit ctl` and the health port; a failure here is logged, not fatal."""
+        from pyinit.control import ControlServer, HealthServer, default_socket_path
+
+        path = self.options.ctl_socket or default_socket_path(os.environ)
+        try:
+            self.servers.append(ControlServer(self.loop, path, _Controls(self), self.log))
+        except OSError as error:
+            self.log.warning(f"no control socket at {path} ({error}); pyinit ctl cannot reach us")
+        if self.options.health_port is not None:
+            address, port = self.options.health_port
+            try:
+                controls = _Controls(self)
+                self.servers.append(HealthServer(self.loop, address, port, controls, self.log))
+            except OSError as error:
+                self.log.error(f"cannot serve health probes on {address}:{port}: {error}")
+
+    def close(self) -> None:
+        """At exit: remove the sockets pyinit created."""
+        for server in self.servers:
+            try:
+                server.close()  # type: ignore[attr-defined]
+            except OSError:
+                pass
+
+    def _upstream_watchdog(self, interval: float) -> None:
+        assert self.upstream is not None
+        self.upstream.watchdog()
+        self.loop.call_later(interval, lambda: self._upstream_watchdog(interval))
+
+    def start_due_units(self) -> None:
         """Start units whose `after` is met, until a pass starts nothing new.
 
         Called after anything that can satisfy a dependency: a worker
@@ -126,6 +173,8 @@ class Supervisor:
         env = dict(self.base_env)
         env.update(spec.env)
         env["PYINIT_WORKER_ID"] = str(worker.worker_id)
+        if self.downstream is not None and _wants_notify(spec):
+            env["NOTIFY_SOCKET"] = self.downstream.path
         if spec.py_class is not None:
             from pyinit.worker import command_line
 
@@ -154,6 +203,10 @@ class Supervisor:
         except (OSError, ValueError, subprocess.SubprocessError) as error:
             self._close_relays(worker)
             code = 127 if isinstance(error, FileNotFoundError) else 126
+            if worker.unit.main and isinstance(error, OSError):
+                # COMMAND's exec error reads as in single-command mode (SPEC 1).
+                reason = error.strerror or str(error)
+                os.write(2, f"pyinit: {argv[0]}: {reason}\n".encode("utf-8", "backslashreplace"))
             self.log.error(
                 f"{worker.label}: cannot start {argv[0]!r}: {error}",
                 service=spec.name,
@@ -172,8 +225,7 @@ class Supervisor:
         worker.pid = process.pid
         self.by_pid[process.pid] = worker
         self._run_hooks("new_worker", spec.name, worker.worker_id)
-        # STARTING -> RUNNING: readiness beyond "started" is not checked yet.
-        worker.state = WorkerState.RUNNING
+        worker.state = WorkerState.STARTING
         self.log.info(
             f"{worker.label}: started {spec.runs()} (pid {process.pid})",
             service=spec.name,
@@ -181,13 +233,234 @@ class Supervisor:
             pid=process.pid,
             event="started",
         )
+        self._watch_readiness(worker)
+
+    # -- readiness ---------------------------------------------------------------
+
+    def _watch_readiness(self, worker: Worker) -> None:
+        """STARTING: ready at once (ready = none), or when a check or READY=1 says so."""
+        spec = worker.unit.spec
+        kind = spec.ready.kind
+        if kind is ReadinessKind.NONE:
+            self._mark_ready(worker)
+            return
+        if spec.ready_timeout > 0:
+            worker.ready_timer = self.loop.call_later(
+                spec.ready_timeout, lambda: self._not_ready_in_time(worker)
+            )
+        if kind is not ReadinessKind.NOTIFY:  # notify: READY=1 arrives on the socket
+            from pyinit.readiness import Probe
+
+            probe = Probe(
+                self.loop,
+                spec.ready,
+                on_ready=lambda: self._mark_ready(worker),
+                spawn_check=lambda argv: self._spawn_check(argv, worker),
+                log=self.log,
+                label=worker.label,
+            )
+            worker.probe = probe
+            probe.start()
+
+    def _mark_ready(self, worker: Worker) -> None:
+        """STARTING -> RUNNING: the worker is up; what waited for it may start."""
+        if worker.state is not WorkerState.STARTING:
+            return
+        worker.state = WorkerState.RUNNING
+        worker.stop_watching()
+        spec = worker.unit.spec
+        if spec.ready.kind is not ReadinessKind.NONE:
+            self.log.info(
+                f"{worker.label}: ready", service=spec.name, worker=worker.worker_id, event="ready"
+            )
+        if spec.watchdog:
+            self._arm_watchdog(worker)
+        self.start_due_units()
+        self._readiness_changed()
+
+    def _not_ready_in_time(self, worker: Worker) -> None:
+        worker.ready_timer = None
+        if worker.state is not WorkerState.STARTING:
+            return
+        self.log.error(
+            f"{worker.label}: not ready within {worker.unit.spec.ready_timeout:g} s; restarting it",
+            service=worker.unit.name,
+            worker=worker.worker_id,
+            event="ready_timeout",
+        )
+        self._fail_worker(worker)
+
+    def _arm_watchdog(self, worker: Worker) -> None:
+        if worker.watchdog_timer is not None:
+            worker.watchdog_timer.cancel()
+        assert worker.unit.spec.watchdog is not None
+        worker.watchdog_timer = self.loop.call_later(
+            worker.unit.spec.watchdog, lambda: self._watchdog_expired(worker)
+        )
+
+    def _watchdog_expired(self, worker: Worker) -> None:
+        worker.watchdog_timer = None
+        if worker.state is not WorkerState.RUNNING:
+            return
+        self.log.error(
+            f"{worker.label}: no WATCHDOG=1 for {worker.unit.spec.watchdog:g} s; restarting it",
+            service=worker.unit.name,
+            worker=worker.worker_id,
+            event="watchdog",
+        )
+        self._fail_worker(worker)
+
+    def _fail_worker(self, worker: Worker) -> None:
+        """Stop a live worker as a failure: its exit goes through the restart policy."""
+        worker.after_exit = "policy"
+        self.stop_worker(worker, time.monotonic() + self.grace_of(worker.unit))
+
+    def _spawn_check(self, argv: list[str], worker: Worker) -> int:
+        """Start an exec readiness check; its exit reaches the probe through _reap."""
+        from pyinit.spawn import SpawnError, spawn
+
+        try:
+            pid = spawn(argv, new_session=True)
+        except SpawnError as error:
+            self.log.warning(f"{worker.label}: readiness check cannot start: {error}")
+            return 0
+        self.checks[pid] = worker
+        return pid
+
+    def _on_notify(self, sender_pid: int, fields: dict[str, str]) -> None:
+        """A datagram on pyinit's notify socket; the kernel says who sent it."""
+        from pyinit.notify import resolve_sender
+
+        worker = resolve_sender(sender_pid, self.by_pid)
+        if worker is None:
+            self.log.debug(f"notify message from pid {sender_pid}, not a service: ignored")
+            return
+        if fields.get("READY") == "1":
+            self._mark_ready(worker)
+        if fields.get("WATCHDOG") == "1" and worker.watchdog_timer is not None:
+            self._arm_watchdog(worker)
+        if "STATUS" in fields:
+            worker.status_text = fields["STATUS"]
+        extend = fields.get("EXTEND_TIMEOUT_USEC", "")
+        if extend.isdigit() and worker.state is WorkerState.STOPPING:
+            # A Service's graceful_shutdown_timeout: move the SIGKILL deadline.
+            worker.cancel_timer()
+            if int(extend) < 2**64 - 1:
+                seconds = int(extend) / 1e6
+                worker.timer = self.loop.call_later(seconds, lambda: self._kill_worker(worker))
+
+    def _readiness_changed(self) -> None:
+        """Tell upstream: STATUS=N/M services ready, and READY=1 once all are."""
+        if self.shutting_down:
+            return
+        units = list(self.units.values())
+        ready = sum(1 for unit in units if unit.is_satisfied())
+        text = f"{ready}/{len(units)} services ready"
+        if self.upstream is not None:
+            if text != self._status_text:
+                self.upstream.status(text)
+            if ready == len(units) and not self._ready_sent:
+                self.upstream.ready()
+        if ready == len(units) and not self._ready_sent:
+            self._ready_sent = True
+            self.log.info("all services ready", event="ready")
+        self._status_text = text
+
+    # -- what `pyinit ctl` asks for (control.Controlled) ----------------------------
+
+    def status(self) -> list[dict[str, object]]:
+        """One row per worker, for `pyinit ctl status`."""
+        now = time.monotonic()
+        rows: list[dict[str, object]] = []
+        for unit in self.units.values():
+            for worker in unit.workers.values():
+                alive = worker.state in ALIVE
+                rows.append(
+                    {
+                        "service": unit.name,
+                        "worker": worker.worker_id,
+                        "pid": worker.pid,
+                        "state": worker.state.value,
+                        "ready": worker.state is WorkerState.RUNNING,
+                        "uptime": round(now - worker.started_at, 3) if alive else None,
+                        "restarts": worker.restarts,
+                        "last_exit": worker.last_exit.describe() if worker.last_exit else None,
+                        "status": worker.status_text,
+                    }
+                )
+        return rows
+
+    def _unit(self, name: str) -> Unit:
+        if name not in self.units:
+            raise KeyError(name)
+        return self.units[name]
+
+    def start_service(self, name: str) -> str:
+        """`ctl start NAME`: start its workers that are not running."""
+        unit = self._unit(name)
+        if self.shutting_down:
+            return "shutting down: not starting anything"
+        unit.started = True
+        unit.restarts.clear()
+        started = 0
+        for worker in unit.workers.values():
+            if worker.state not in ALIVE:
+                worker.cancel_timer()
+                self._spawn(worker)
+                started += 1
+        if unit.spec.schedule is not None and unit.schedule_timer is None:
+            self._schedule_next_run(unit)
+        return f"{name}: started {started} worker(s)"
+
+    def stop_service(self, name: str) -> str:
+        """`ctl stop NAME`: stop it gracefully; it stays stopped until `ctl start`."""
+        unit = self._unit(name)
+        if unit.schedule_timer is not None:
+            unit.schedule_timer.cancel()
+            unit.schedule_timer = None
+        now = time.monotonic()
+        stopping = 0
+        for worker in unit.workers.values():
+            if worker.state is WorkerState.BACKOFF:
+                worker.cancel_timer()
+                worker.state = WorkerState.STOPPED  # BACKOFF -> STOPPED
+            elif worker.state in (WorkerState.STARTING, WorkerState.RUNNING):
+                self.stop_worker(worker, now + self.grace_of(unit))
+                stopping += 1
+        self._readiness_changed()
+        return f"{name}: stopping {stopping} worker(s)"
+
+    def restart_service(self, name: str) -> str:
+        """`ctl restart NAME`: stop each worker and start it again, same ids."""
+        unit = self._unit(name)
+        now = time.monotonic()
+        for worker in unit.workers.values():
+            if worker.state in (WorkerState.STARTING, WorkerState.RUNNING):
+                worker.after_exit = "respawn"
+                self.stop_worker(worker, now + self.grace_of(unit))
+            elif worker.state is not WorkerState.STOPPING and not self.shutting_down:
+                worker.cancel_timer()
+                self._spawn(worker)
+        return f"{name}: restarting"
+
+    def send_signal(self, name: str, signum: int) -> str:
+        """`ctl signal NAME SIG`: to the process group of each of its workers."""
+        unit = self._unit(name)
+        workers = unit.alive_workers()
+        for worker in workers:
+            _signal_group(worker.pid, signum)
+        return f"{name}: {signals.signal_name(signum)} sent to {len(workers)} worker(s)"
+
+    def is_ready(self) -> bool:
+        """Everything ready: what `pyinit ctl ready` and /readyz report."""
+        return not self.shutting_down and all(u.is_satisfied() for u in self.units.values())
 
     def _respawn(self, worker: Worker) -> None:
         """Start a worker again (restart, reload, backoff over), then what waited for it."""
         if self.shutting_down:
             return
         self._spawn(worker)
-        self._start_due_units()
+        self.start_due_units()
 
     def _run_hooks(self, kind: str, *args: object) -> None:
         for hook in self.hooks.get(kind, ()):
@@ -209,7 +482,7 @@ class Supervisor:
             worker = unit.workers[worker_id]
             if worker.state in ALIVE:
                 if worker.state is not WorkerState.STOPPING:
-                    self._stop_worker(worker, now + self._grace_of(unit))
+                    self.stop_worker(worker, now + self.grace_of(unit))
             else:
                 worker.cancel_timer()
                 del unit.workers[worker_id]
@@ -289,15 +562,18 @@ class Supervisor:
     def on_signals(self, received: bytes) -> None:
         """A batch of signal numbers from the wakeup pipe, handled in order."""
         reap_needed = False
+        previous = 0
         for signum in received:
             if signum == signals.SIGCHLD:
                 reap_needed = True
             elif signum in signals.STOP_SIGNALS:
                 self._on_stop_signal(signum)
             elif signum == _SIGHUP:
-                self.reload()
+                if previous != _SIGHUP:  # a burst of SIGHUPs is one reload
+                    self.reload()
             else:
                 self._forward(signum)
+            previous = signum
         if reap_needed:
             self._reap()
 
@@ -315,30 +591,49 @@ class Supervisor:
         for worker in list(self.by_pid.values()):
             _signal_group(worker.pid, signum)
 
-    def reload(self) -> None:
-        """SIGHUP: apply each running service's reload mode."""
+    def reload(self) -> str:
+        """SIGHUP (or `pyinit ctl reload`): re-read the file if there is one and
+        apply the difference; unchanged services get their reload mode."""
         if self.shutting_down:
-            return
-        self.log.info("reloading services", event="reload")
-        for unit in self.units.values():
+            return "shutting down: nothing reloaded"
+        if self.upstream is not None:
+            self.upstream.reloading()
+        self._ready_sent = False  # READY=1 again once everything is ready
+        try:
+            if self.config.path is None:
+                self.log.info("reloading services", event="reload")
+                self.reload_units(list(self.units.values()))
+                return "reloaded"
+            from pyinit.reconfigure import apply_new_config
+
+            return apply_new_config(self)
+        finally:
+            self._run_hooks("reload")
+            self._readiness_changed()
+
+    def reload_units(self, units: list[Unit]) -> None:
+        """Each unit's reload mode: its reload_signal, a restart, or nothing."""
+        for unit in units:
             mode = unit.spec.reload
             if unit.main or mode is ReloadMode.NONE:
                 continue
             for worker in unit.alive_workers():
                 if mode is ReloadMode.RESTART:
-                    worker.reload_requested = True
-                    self._stop_worker(worker, time.monotonic() + self._grace_of(unit))
+                    worker.after_exit = "respawn"
+                    self.stop_worker(worker, time.monotonic() + self.grace_of(unit))
                 else:
                     # A Service class without reload() exits 0 on SIGHUP and is
                     # started again, same worker id (SPEC 3).
-                    worker.reload_requested = unit.spec.py_class is not None
+                    worker.after_exit = "respawn" if unit.spec.py_class is not None else ""
                     _signal_group(worker.pid, unit.spec.reload_signal)
-        # After the workers were signalled: a worker a hook starts (scaling up)
-        # must not get the reload signal before it can handle it.
-        self._run_hooks("reload")
 
     def _reap(self) -> None:
         for pid, status in reaper.reap():
+            checked = self.checks.pop(pid, None)
+            if checked is not None:
+                if checked.probe is not None:
+                    checked.probe.child_exited(pid, status)  # type: ignore[attr-defined]
+                continue
             worker = self.by_pid.pop(pid, None)
             if worker is None:
                 self.log.debug(f"reaped orphan pid {pid} ({status.describe()})", pid=pid)
@@ -362,6 +657,7 @@ class Supervisor:
         worker.pid = 0
         was = worker.state
         worker.cancel_timer()
+        worker.stop_watching()
         self.log.info(
             f"{worker.label}: {status.describe()}",
             service=unit.name,
@@ -371,7 +667,8 @@ class Supervisor:
             signal=signals.signal_name(status.signal) if status.signal else None,
         )
         self._run_hooks("dead_worker", unit.name, worker.worker_id, status.shell_code)
-        if was is WorkerState.STOPPING and not worker.reload_requested:
+        after, worker.after_exit = worker.after_exit, ""
+        if was is WorkerState.STOPPING and not after:
             worker.state = WorkerState.STOPPED  # STOPPING -> STOPPED
             if worker.worker_id >= unit.spec.workers:
                 del unit.workers[worker.worker_id]  # scaled down
@@ -384,13 +681,12 @@ class Supervisor:
         if self.shutting_down:
             worker.state = WorkerState.STOPPED
             return
-        if worker.reload_requested:
-            worker.reload_requested = False
-            if status.shell_code == 0 or was is WorkerState.STOPPING:
-                self._respawn(worker)  # -> STARTING: a reload asked it to go
-                return
+        if after == "respawn" and (status.shell_code == 0 or was is WorkerState.STOPPING):
+            self._respawn(worker)  # -> STARTING: a reload or `ctl restart` asked it to go
+            return
         decision, delay = unit.decide(worker, status, time.monotonic())
         if decision is Decision.RESTART:
+            worker.restarts += 1
             if delay <= 0:
                 self._respawn(worker)  # RUNNING -> STARTING
                 return
@@ -405,7 +701,7 @@ class Supervisor:
             worker.timer = self.loop.call_later(delay, lambda: self._respawn(worker))
         elif decision is Decision.DONE:
             worker.state = WorkerState.EXITED  # RUNNING -> EXITED
-            self._start_due_units()  # a oneshot that exited 0 may unblock others
+            self.start_due_units()  # a oneshot that exited 0 may unblock others
         else:
             worker.state = WorkerState.FAILED  # RUNNING -> FAILED
             self.log.error(
@@ -421,7 +717,7 @@ class Supervisor:
 
     # -- stopping ----------------------------------------------------------------------
 
-    def _grace_of(self, unit: Unit) -> float:
+    def grace_of(self, unit: Unit) -> float:
         return unit.spec.grace if unit.spec.grace is not None else self.grace
 
     def shutdown(self, exit_code: int) -> None:
@@ -430,7 +726,9 @@ class Supervisor:
             return
         self.shutting_down = True
         self.exit_code = exit_code
-        graces = [self._grace_of(u) for u in self.units.values()] or [self.grace]
+        if self.upstream is not None:
+            self.upstream.stopping()
+        graces = [self.grace_of(u) for u in self.units.values()] or [self.grace]
         now = time.monotonic()
         # The whole shutdown is bounded by the largest grace (0: wait forever).
         self._deadline = None if 0 in graces else now + max(graces)
@@ -453,16 +751,16 @@ class Supervisor:
                 now = time.monotonic()
                 for worker in alive:
                     if worker.state is not WorkerState.STOPPING:
-                        grace = self._grace_of(worker.unit)
+                        grace = self.grace_of(worker.unit)
                         deadline = now + grace if grace > 0 else None
                         if self._deadline is not None:
                             deadline = min(deadline or self._deadline, self._deadline)
-                        self._stop_worker(worker, deadline)
+                        self.stop_worker(worker, deadline)
                 return
             self._stop_layers.pop()
         self._sweep()
 
-    def _stop_worker(self, worker: Worker, deadline: float | None) -> None:
+    def stop_worker(self, worker: Worker, deadline: float | None) -> None:
         """RUNNING/STARTING -> STOPPING: stop signal now, SIGKILL at `deadline`."""
         worker.state = WorkerState.STOPPING
         worker.cancel_timer()
@@ -576,3 +874,38 @@ def _credentials(spec: ServiceSpec) -> tuple[int | None, int | None, list[int] |
     if spec.group is not None:
         gid = int(spec.group) if spec.group.isdigit() else grp.getgrnam(spec.group).gr_gid
     return uid, gid, extra
+
+
+def _wants_notify(spec: ServiceSpec) -> bool:
+    """Does this service get pyinit's NOTIFY_SOCKET? (SPEC 4: notify services and
+    every Python worker, which may call notify_ready().)"""
+    return spec.ready.kind is ReadinessKind.NOTIFY or spec.py_class is not None
+
+
+class _Controls:
+    """The supervisor as `pyinit ctl` sees it (control.Controlled): the verbs
+    by their ctl names, since `start` already means "start everything"."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
+
+    def status(self) -> list[dict[str, object]]:
+        return self._supervisor.status()
+
+    def is_ready(self) -> bool:
+        return self._supervisor.is_ready()
+
+    def start(self, name: str) -> str:
+        return self._supervisor.start_service(name)
+
+    def stop(self, name: str) -> str:
+        return self._supervisor.stop_service(name)
+
+    def restart(self, name: str) -> str:
+        return self._supervisor.restart_service(name)
+
+    def send_signal(self, name: str, signum: int) -> str:
+        return self._supervisor.send_signal(name, signum)
+
+    def reload(self) -> str:
+        return self._supervisor.reload()

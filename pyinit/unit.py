@@ -58,8 +58,16 @@ class Worker:
         self.instant_deaths = 0
         self.last_exit: ExitStatus | None = None
         self.timer: Timer | None = None  # backoff, kill or schedule timer, one at a time
-        self.reload_requested = False  # a reload asked it to exit: start it again at once
+        # What its next exit means when pyinit caused it: "respawn" (a reload or
+        # `ctl restart`: start it again at once), "policy" (not ready in time,
+        # watchdog silent: a failure, restarted by its policy), "" (a stop).
+        self.after_exit = ""
         self.relays: list[object] = []  # output relays (prefix/json modes)
+        self.ready_timer: Timer | None = None  # ready_timeout
+        self.watchdog_timer: Timer | None = None
+        self.probe: object = None  # readiness.Probe while tcp/file/exec checks run
+        self.status_text = ""  # the last STATUS= it sent
+        self.restarts = 0  # restarts by policy since pyinit started
 
     @property
     def label(self) -> str:
@@ -69,6 +77,16 @@ class Worker:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+    def stop_watching(self) -> None:
+        """Readiness checks and deadlines end with the process they watch."""
+        for timer in (self.ready_timer, self.watchdog_timer):
+            if timer is not None:
+                timer.cancel()
+        self.ready_timer = self.watchdog_timer = None
+        if self.probe is not None:
+            self.probe.cancel()  # type: ignore[attr-defined]
+            self.probe = None
 
 
 class Decision(enum.Enum):
@@ -102,11 +120,14 @@ class Unit:
     def is_satisfied(self) -> bool:
         """May services that name this one in `after` start now?
 
-        A oneshot must have exited 0; anything else must have every worker
-        running and ready (a unit with 0 workers counts as satisfied).
+        A oneshot must have exited 0; a periodic job has been scheduled;
+        anything else must have every worker running and ready (a unit with
+        0 workers counts as satisfied).
         """
         if not self.started:
             return False
+        if self.spec.schedule is not None:
+            return True
         if self.spec.oneshot:
             return all(
                 w.state is WorkerState.EXITED

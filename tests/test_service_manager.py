@@ -21,6 +21,10 @@ APP = textwrap.dedent(
     import os
     from pyinit import Service, ServiceManager
 
+    def say(line):
+        # One write(2) per line: workers share the pipe, print() may split a line.
+        os.write(1, (line + "\\n").encode())
+
     class Printer(Service):
         name = "printer"
 
@@ -29,13 +33,13 @@ APP = textwrap.dedent(
             self.greeting = greeting
 
         def run(self):
-            print(f"{self.greeting} {self.worker_id} {os.getpid()}", flush=True)
+            say(f"{self.greeting} {self.worker_id} {os.getpid()}")
 
         def terminate(self):
-            print(f"terminate {self.worker_id}", flush=True)
+            say(f"terminate {self.worker_id}")
 
     def on_new_worker(service_id, worker_id):
-        print(f"new {service_id} {worker_id}", flush=True)
+        say(f"new {service_id} {worker_id}")
 
     if __name__ == "__main__":
         manager = ServiceManager(graceful_shutdown_timeout=5)
@@ -43,7 +47,7 @@ APP = textwrap.dedent(
         manager.register_hooks(
             on_new_worker=on_new_worker,
             on_reload=lambda: manager.reconfigure(printer, 3),
-            on_terminate=lambda: print("terminating", flush=True),
+            on_terminate=lambda: say("terminating"),
         )
         manager.run()
     """
