@@ -29,6 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pyinit.logs import Log
     from pyinit.loop import Loop, Timer
+    from pyinit.notify import Upstream
 
 #: After SIGKILL, how long to wait for the kernel to finish the job before
 #: exiting anyway (a process in uninterruptible sleep cannot die sooner).
@@ -47,14 +48,36 @@ class CommandSupervisor:
         self.exit_code: int | None = None
         self._kill_timer: Timer | None = None
         self._cleaning_up = False
+        self.upstream: Upstream | None = None
 
     # -- start ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Spawn COMMAND. Raises SpawnError (exit 126/127) if it cannot run."""
+        """Spawn COMMAND. Raises SpawnError (exit 126/127) if it cannot run.
+
+        Under systemd or `podman --sdnotify=container` (NOTIFY_SOCKET set), the
+        child does not see that socket, and pyinit reports READY=1 once the
+        child runs: with one command there is nothing else to wait for.
+        """
         argv = self.options.command
-        self.pid = spawn(argv, new_session=not self.options.single_child)
+        env = None
+        if "NOTIFY_SOCKET" in os.environ:
+            from pyinit.notify import Upstream
+
+            self.upstream = Upstream.from_environ(os.environ)
+            env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+        self.pid = spawn(argv, new_session=not self.options.single_child, env=env)
         self.log.info(f"started {argv[0]!r} (pid {self.pid})", event="started", pid=self.pid)
+        if self.upstream is not None:
+            self.upstream.ready()
+            interval = self.upstream.watchdog_interval()
+            if interval:
+                self._upstream_watchdog(interval)
+
+    def _upstream_watchdog(self, interval: float) -> None:
+        assert self.upstream is not None
+        self.upstream.watchdog()
+        self.loop.call_later(interval, lambda: self._upstream_watchdog(interval))
 
     # -- events --------------------------------------------------------------
 
@@ -82,6 +105,8 @@ class CommandSupervisor:
             self._send(target)
             if signum in signals.STOP_SIGNALS:
                 self._arm_kill_timer()
+                if self.upstream is not None:
+                    self.upstream.stopping()
         if self.log.enabled("debug"):
             received = signals.signal_name(signum)
             if target:

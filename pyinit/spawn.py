@@ -20,6 +20,10 @@ import os
 
 from pyinit.signals import catchable_signals
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 #: Exit statuses for a command that could not be started, as shells and
 #: tini report them: 127 "not found", 126 "found but cannot run".
 EXIT_NOT_FOUND = 127
@@ -35,7 +39,7 @@ class SpawnError(Exception):
         super().__init__(f"{command}: {reason}")
 
 
-def spawn(argv: list[str], *, new_session: bool) -> int:
+def spawn(argv: list[str], *, new_session: bool, env: Mapping[str, str] | None = None) -> int:
     """Start `argv` (looked up on PATH) and return its pid.
 
     With `new_session` the child calls setsid(): it leads a new session and
@@ -47,7 +51,7 @@ def spawn(argv: list[str], *, new_session: bool) -> int:
         return os.posix_spawnp(
             argv[0],
             argv,
-            os.environ,
+            os.environ if env is None else env,
             setsid=new_session,
             setsigmask=(),
             setsigdef=catchable_signals(),
