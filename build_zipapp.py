@@ -36,6 +36,14 @@ PSUTIL = "psutil==7.2.2"
 #: machine (os.uname().machine) -> pip platform tag of its manylinux wheel
 #: The pyz's top-level entry: importing pyinit.__main__ runs it.
 ZIP_MAIN = '"""pyinit.pyz entry: see pyinit/__main__.py."""\nimport pyinit.__main__  # noqa: F401\n'
+#: What `pyinit -- COMMAND` imports, without extension (see write_pyz).
+HOT_MODULES = {"__main__"} | {
+    f"pyinit/{name}"
+    for name in (
+        "__init__", "__main__", "_bootstrap", "cli", "model", "runner", "command",
+        "loop", "signals", "spawn", "reaper", "logs",
+    )
+}  # fmt: skip
 ARCHITECTURES = {"x86_64": "manylinux2014_x86_64", "aarch64": "manylinux2014_aarch64"}
 
 
@@ -105,9 +113,10 @@ def compile_all(staging: Path) -> None:
 def write_pyz(staging: Path, target: Path) -> None:
     """The executable zip: a shebang line, then the archive.
 
-    pyinit's own files are stored uncompressed, since they are read on every
-    start-up and inflating them costs more than reading them; the dependencies,
-    read only in services mode or not at all, are compressed.
+    The modules of the single-command path (HOT_MODULES) are stored
+    uncompressed, since they are read on every start-up and inflating them
+    costs more than reading them; everything else (services mode, the
+    dependencies) is compressed.
     """
     with open(target, "wb") as out:
         out.write(b"#!/usr/bin/env python3\n")
@@ -116,7 +125,7 @@ def write_pyz(staging: Path, target: Path) -> None:
                 if path.is_dir():
                     continue
                 name = path.relative_to(staging).as_posix()
-                hot = name.startswith(("pyinit/", "__main__"))
+                hot = name.rsplit(".", 1)[0] in HOT_MODULES
                 method = zipfile.ZIP_STORED if hot else zipfile.ZIP_DEFLATED
                 archive.write(path, name, compress_type=method)
     os.chmod(target, 0o755)

@@ -152,3 +152,39 @@ def test_pyz_runs_under_a_python_without_pyinits_dependencies(pyz_path, tmp_path
     )
     assert result.returncode == 4, result.stderr
     assert "Traceback" not in result.stderr
+
+
+HEAVY_MODULES = {
+    "subprocess", "logging", "enum", "re", "dataclasses", "typing", "selectors",
+    "json", "argparse", "ctypes", "signal", "tomllib", "socket", "psutil",
+}  # fmt: skip
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/usr/bin/python3"), reason="needs Debian's /usr/bin/python3"
+)
+def test_single_command_start_up_imports_nothing_heavy(pyz_path):
+    """`pyinit -- true` must stay lean: each of these would cost 1-10 ms of start-up.
+
+    Checked against what a bare `python3 -c pass` already imports, so the
+    interpreter's own start-up (site, .pth files) is not held against pyinit.
+    """
+
+    def imported(argv: list[str]) -> set[str]:
+        done = subprocess.run(
+            ["/usr/bin/python3", "-X", "importtime", *argv],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},
+        )
+        return {
+            line.rsplit("|", 1)[1].strip()
+            for line in done.stderr.splitlines()
+            if line.startswith("import time:") and "|" in line
+        }
+
+    baseline = imported(["-c", "pass"])
+    ours = imported([str(pyz_path), "--", "true"])
+    assert "pyinit.command" in ours  # the probe works: it sees pyinit's own modules
+    assert (ours - baseline) & HEAVY_MODULES == set()
