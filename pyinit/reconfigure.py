@@ -51,8 +51,8 @@ def apply_new_config(supervisor: Supervisor) -> str:
     units = supervisor.units
 
     for name in changes.removed:
-        unit = units.pop(name)
-        _stop_unit(supervisor, unit, now)
+        supervisor.stop_service(name)  # their exits still reach the reaper
+        del units[name]
     for name in changes.changed:
         unit = units[name]
         unit.spec = new.services[name]
@@ -79,15 +79,3 @@ def apply_new_config(supervisor: Supervisor) -> str:
     supervisor.layers = [list(layer) for layer in start_order(new)] + [[n] for n in main]
     supervisor.start_due_units()
     return summary
-
-
-def _stop_unit(supervisor: Supervisor, unit: Unit, now: float) -> None:
-    """Stop a removed unit's workers; their exits still reach the reaper."""
-    if unit.schedule_timer is not None:
-        unit.schedule_timer.cancel()
-    for worker in unit.workers.values():
-        if worker.state is WorkerState.BACKOFF:
-            worker.cancel_timer()
-            worker.state = WorkerState.STOPPED  # BACKOFF -> STOPPED
-        elif worker.state in (WorkerState.STARTING, WorkerState.RUNNING):
-            supervisor.stop_worker(worker, now + supervisor.grace_of(unit))

@@ -282,13 +282,9 @@ class Supervisor:
         worker.ready_timer = None
         if worker.state is not WorkerState.STARTING:
             return
-        self.log.error(
-            f"{worker.label}: not ready within {worker.unit.spec.ready_timeout:g} s; restarting it",
-            service=worker.unit.name,
-            worker=worker.worker_id,
-            event="ready_timeout",
+        self._fail_worker(
+            worker, f"not ready within {worker.unit.spec.ready_timeout:g} s", "ready_timeout"
         )
-        self._fail_worker(worker)
 
     def _arm_watchdog(self, worker: Worker) -> None:
         if worker.watchdog_timer is not None:
@@ -302,16 +298,16 @@ class Supervisor:
         worker.watchdog_timer = None
         if worker.state is not WorkerState.RUNNING:
             return
+        self._fail_worker(worker, f"no WATCHDOG=1 for {worker.unit.spec.watchdog:g} s", "watchdog")
+
+    def _fail_worker(self, worker: Worker, why: str, event: str) -> None:
+        """Stop a live worker as a failure: its exit goes through the restart policy."""
         self.log.error(
-            f"{worker.label}: no WATCHDOG=1 for {worker.unit.spec.watchdog:g} s; restarting it",
+            f"{worker.label}: {why}; restarting it",
             service=worker.unit.name,
             worker=worker.worker_id,
-            event="watchdog",
+            event=event,
         )
-        self._fail_worker(worker)
-
-    def _fail_worker(self, worker: Worker) -> None:
-        """Stop a live worker as a failure: its exit goes through the restart policy."""
         worker.after_exit = "policy"
         self.stop_worker(worker, time.monotonic() + self.grace_of(worker.unit))
 
