@@ -202,10 +202,14 @@ def default_directory() -> str:
 
 
 def default_notify_path() -> str:
-    """The downstream socket's default path: `<base>/pyinit-notify[-UID]/notify-PID.sock`."""
+    """The downstream socket's default path: `<base>/pyinit-notify[-UID]/notify-PID-XXXX.sock`.
+
+    The random part matters: two pyinits that are each PID 1 of their own
+    PID namespace but share /run would otherwise both claim notify-1.sock.
+    """
     base = runtime_base()
     directory = f"{base}/pyinit-notify" + (f"-{os.geteuid()}" if base == "/tmp" else "")
-    return f"{directory}/notify-{os.getpid()}.sock"
+    return f"{directory}/notify-{os.getpid()}-{os.urandom(4).hex()}.sock"
 
 
 def private_directory(path: str, mode: int) -> None:

@@ -50,7 +50,13 @@ if TYPE_CHECKING:
 #: After SIGKILL, how long to wait for the kernel before giving up on a process.
 KILL_SETTLE_SECONDS = 5.0
 #: Variables of pyinit's own environment that children must not see.
-PRIVATE_VARIABLES = ("NOTIFY_SOCKET", "PYINIT_SERVICES", "PYINIT_CONFIG")
+PRIVATE_VARIABLES = (
+    "NOTIFY_SOCKET",  # upstream's: a service may get pyinit's own instead
+    "WATCHDOG_USEC",  # likewise: a service with `watchdog` gets its own
+    "WATCHDOG_PID",
+    "PYINIT_SERVICES",
+    "PYINIT_CONFIG",
+)
 
 
 class Supervisor:
@@ -175,6 +181,8 @@ class Supervisor:
         env["PYINIT_WORKER_ID"] = str(worker.worker_id)
         if self.downstream is not None and _wants_notify(spec):
             env["NOTIFY_SOCKET"] = self.downstream.path
+            if spec.watchdog:  # as systemd's WatchdogSec: sd_watchdog_enabled() reads it
+                env["WATCHDOG_USEC"] = str(int(spec.watchdog * 1_000_000))
         if spec.py_class is not None:
             from pyinit.worker import command_line
 
@@ -645,6 +653,8 @@ class Supervisor:
                 )
         if self.shutting_down:
             self._continue_shutdown()
+        else:
+            self._readiness_changed()  # a stopped or dead worker changes N/M
 
     def _on_exit(self, worker: Worker, status: ExitStatus) -> None:
         """The one place a worker's death is interpreted (supervisord's finish())."""

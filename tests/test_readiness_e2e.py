@@ -192,8 +192,15 @@ def test_notify_clients_make_their_own_service_ready_and_strangers_cannot(
         tmp_path,
         {
             "sysd": {
-                "cmd": ["sh", "-c", GATE_SH, str(gates["sysd"]), "sh", "-c",
-                        "systemd-notify --ready && exec sleep 1000"],
+                "cmd": [
+                    "sh",
+                    "-c",
+                    GATE_SH,
+                    str(gates["sysd"]),
+                    "sh",
+                    "-c",
+                    "systemd-notify --ready && exec sleep 1000",
+                ],
                 "ready": "notify",
             },
             "sdn": {
@@ -209,6 +216,8 @@ def test_notify_clients_make_their_own_service_ready_and_strangers_cannot(
             "never": {"cmd": ["sleep", "1000"], "ready": "notify"},
             "dep": {"cmd": svc_argv(events.path, "dep"), "after": ["sysd"]},
         },
+        "--log-level",
+        "debug",
     )
     events.context = proc.describe
     notify_path = notify_socket_of(proc)
@@ -243,6 +252,8 @@ def test_notify_clients_make_their_own_service_ready_and_strangers_cannot(
         assert not any(others.values()), f"{name}'s READY=1 made others ready: {others}"
 
     # The strangers' datagrams came before the gates opened: handled by now, and ignored.
+    wait_log(proc, r"notify message from pid \d+, not a service: ignored")
+    wait_log(proc, r"notify: dropped a datagram with no sender pid in our namespace")
     never = ctl.row("never")
     assert not never["ready"] and never["state"] == "starting", never
     assert never.get("status", "") != "impostor", never
@@ -268,16 +279,30 @@ def test_ready_timeout_and_watchdog_restart_silent_services(
         as_pid1,
         tmp_path,
         {
-            "mute": {"cmd": ["sleep", "1000"], "ready": "notify", "ready_timeout": "1s",
-                     "backoff": fast},
-            "steady": {"cmd": [sys.executable, "-S", "-c", PINGER, "-1"], "ready": "notify",
-                       "watchdog": "1s", "backoff": fast},
-            "lapsed": {"cmd": [sys.executable, "-S", "-c", PINGER, "2"], "ready": "notify",
-                       "watchdog": "1s", "backoff": fast},
+            "mute": {
+                "cmd": ["sleep", "1000"],
+                "ready": "notify",
+                "ready_timeout": "1s",
+                "backoff": fast,
+            },
+            "steady": {
+                "cmd": [sys.executable, "-S", "-c", PINGER, "-1"],
+                "ready": "notify",
+                "watchdog": "1s",
+                "backoff": fast,
+            },
+            "lapsed": {
+                "cmd": [sys.executable, "-S", "-c", PINGER, "2"],
+                "ready": "notify",
+                "watchdog": "1s",
+                "backoff": fast,
+            },
         },
     )
-    first = {n: ctl.wait_row(n, lambda r: r["pid"], 10, "started")["pid"] for n in
-             ("mute", "steady", "lapsed")}
+    first = {
+        n: ctl.wait_row(n, lambda r: r["pid"], 10, "started")["pid"]
+        for n in ("mute", "steady", "lapsed")
+    }
     ctl.wait_row("steady", lambda r: r["ready"], 5, "ready")
     ctl.wait_row("lapsed", lambda r: r["ready"], 5, "ready")
 
@@ -396,15 +421,38 @@ def test_ctl_verbs_end_to_end(
 
     table = ctl.ok("status").splitlines()
     header = table[0].split()
-    assert header == ["SERVICE", "WORKER", "PID", "STATE", "READY", "UPTIME", "RESTARTS",
-                      "LAST", "EXIT", "RSS", "CPU"], table[0]
+    assert header == [
+        "SERVICE",
+        "WORKER",
+        "PID",
+        "STATE",
+        "READY",
+        "UPTIME",
+        "RESTARTS",
+        "LAST",
+        "EXIT",
+        "RSS",
+        "CPU",
+    ], table[0]
     assert sorted(line.split()[:2] for line in table[1:]) == [
-        ["web", "0"], ["web", "1"], ["worker", "0"]
+        ["web", "0"],
+        ["web", "1"],
+        ["worker", "0"],
     ], table
 
     rows = ctl.rows()
-    fields = {"service", "worker", "pid", "state", "ready", "uptime", "restarts", "last_exit",
-              "rss", "cpu"}
+    fields = {
+        "service",
+        "worker",
+        "pid",
+        "state",
+        "ready",
+        "uptime",
+        "restarts",
+        "last_exit",
+        "rss",
+        "cpu",
+    }
     for row in rows:
         assert fields <= set(row), row
         assert row["state"] == "running" and row["ready"] is True and row["restarts"] == 0
@@ -438,8 +486,12 @@ def test_ctl_verbs_end_to_end(
     ctl.ok("restart", "web")
     events.wait_starts("web", 4)
     wait_until(
-        lambda: {r["worker"]: r["pid"] for r in ctl.rows() if r["service"] == "web" and r["ready"]}
-        .keys() == {0, 1},
+        lambda: (
+            {
+                r["worker"]: r["pid"] for r in ctl.rows() if r["service"] == "web" and r["ready"]
+            }.keys()
+            == {0, 1}
+        ),
         5,
         "both web workers back",
     )

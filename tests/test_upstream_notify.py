@@ -178,3 +178,45 @@ def test_no_ready_while_a_oneshot_before_the_services_fails(
         proc.send(signal.SIGTERM)
         upstream.wait_for("STOPPING", "1", context=proc.describe)
         assert proc.wait(10) == 0
+
+
+@INSTALLED_ONLY
+@PID1_ONLY
+def test_watchdog_variables_are_pyinits_own_and_each_service_gets_its_own(
+    pyinit_argv: list[str], as_pid1: list[str], start_init: StartInit, tmp_path: Path
+) -> None:
+    """WATCHDOG_USEC from the manager is meant for pyinit (like NOTIFY_SOCKET): children
+    must not inherit it, or an sd_watchdog_enabled() program pings on pyinit's schedule.
+    A service with `watchdog = "3s"` gets WATCHDOG_USEC=3000000, as systemd gives a unit
+    with WatchdogSec=3, so libraries that read it (sd_watchdog_enabled) ping in time."""
+    dump = "env > {}.env; mv {}.env {}; {}exec sleep 1000"
+    plain, watched = tmp_path / "plain", tmp_path / "watched"
+    config = write_toml(
+        tmp_path / "pyinit.toml",
+        {
+            "plain": {"cmd": ["sh", "-c", dump.format(plain, plain, plain, "")]},
+            "watched": {
+                "cmd": [
+                    "sh",
+                    "-c",
+                    dump.format(watched, watched, watched, "systemd-notify --ready; "),
+                ],
+                "ready": "notify",
+                "watchdog": "3s",
+            },
+        },
+    )
+    with NotifyListener() as upstream:
+        env = services_env(
+            NOTIFY_SOCKET=upstream.path,
+            WATCHDOG_USEC="1000000",
+            PYINIT_CTL_SOCKET=str(tmp_path / "ctl" / "ctl.sock"),
+        )
+        proc = start_init([*pyinit_argv, "--config", str(config)], prefix=as_pid1, env=env)
+        wait_until(lambda: plain.exists() and watched.exists(), 10, proc.describe)
+        plain_env = [v for v in plain.read_text().splitlines() if v.startswith("WATCHDOG_")]
+        watched_env = [v for v in watched.read_text().splitlines() if v.startswith("WATCHDOG_")]
+        proc.send(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    assert plain_env == [], "the manager's watchdog variables leaked to a child"
+    assert "WATCHDOG_USEC=3000000" in watched_env, watched_env
