@@ -34,6 +34,7 @@ import os
 import platform
 import select
 import shlex
+import shutil
 import signal
 import socket
 import struct
@@ -405,9 +406,10 @@ def bench_reload(
                     10,
                     f"{expected} sleeps after a reload ({kind})",
                 )
-                if sample["ready_ms"] is None and sum(
-                    s["ready_ms"] is None for s in series[kind]
-                ) >= 2:
+                if (
+                    sample["ready_ms"] is None
+                    and sum(s["ready_ms"] is None for s in series[kind]) >= 2
+                ):
                     break  # a reload that never says READY=1 costs 2 s; two show it
         for kind, samples in series.items():
             missing = sum(s["ready_ms"] is None for s in samples)
@@ -422,11 +424,11 @@ def bench_reload(
                 "samples": samples,
             }
             if missing:
-                last = samples[-1]["status"][-1:] or ["none"]
+                statuses = [text for s in samples for text in s["status"]]
                 notes.append(
                     f"reload ({kind}): no READY=1 within 2 s after RELOADING=1 in {missing} of "
-                    f"{len(samples)} reloads (last STATUS: {last[0]}); a service manager "
-                    "waiting for it would still think pyinit is reloading."
+                    f"{len(samples)} reloads (last STATUS=: {statuses[-1] if statuses else 'none'})"
+                    "; a service manager waiting for it would still think pyinit is reloading."
                 )
             p50 = result[kind]["ready_ms"].get("p50")
             log(
@@ -707,8 +709,6 @@ def main(argv: list[str] | None = None) -> int:
         procs.stop_all()
         if events:
             events.close()
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
 
     if "ready" in results:
