@@ -36,6 +36,7 @@ import os
 
 SIGCHLD = _signal.SIGCHLD
 SIGCONT = _signal.SIGCONT
+SIGHUP = _signal.SIGHUP
 SIGINT = _signal.SIGINT
 SIGKILL = _signal.SIGKILL
 SIGQUIT = _signal.SIGQUIT

@@ -2,14 +2,18 @@
 
 The I/O half of the policy in `unit.py`: it spawns workers, reads their
 deaths from the reaper, arms timers on the loop, and sends signals. Every
-event reaches it through three doors, all called from the loop:
+event reaches it from the loop, through these doors:
 
-    on_signals(bytes)   signals read from the wakeup pipe (SIGCHLD -> reap)
-    timer callbacks     backoff over, kill deadline, periodic run due
-    (later: notify datagrams, control requests)
+    on_signals(bytes)   signals read from the wakeup pipe (SIGCHLD -> reap,
+                        TERM/INT/QUIT -> shutdown, HUP -> reload)
+    timer callbacks     backoff over, kill deadline, periodic run due,
+                        ready_timeout, watchdog
+    _on_notify          a datagram on pyinit's own NOTIFY_SOCKET (notify.py)
+    probes              tcp/file/exec readiness checks (readiness.py)
+    _Controls           `pyinit ctl` and the health port (control.py)
 
 Order: services start in layers (`after`); a layer starts when what it
-names is satisfied (running, or a oneshot that exited 0). COMMAND, when
+names is satisfied (ready, or a oneshot that exited 0). COMMAND, when
 given, starts once every service has been started and its exit ends
 pyinit. Shutdown walks the layers backwards, each worker getting its stop
 signal and SIGKILL at its grace, all within the largest grace; then every
@@ -99,6 +103,7 @@ class Supervisor:
         self.servers: list[object] = []  # control socket, health port: closed at exit
         self._ready_sent = False
         self._status_text = ""
+        self._starting_units = False  # start_due_units() is running
 
     # -- starting ------------------------------------------------------------
 
@@ -151,21 +156,30 @@ class Supervisor:
     def start_due_units(self) -> None:
         """Start units whose `after` is met, until a pass starts nothing new.
 
-        Called after anything that can satisfy a dependency: a worker
-        started (readiness is "started" for now) or a oneshot exited 0.
+        Called after anything that can satisfy a dependency: a worker became
+        ready or a oneshot exited 0. A worker that is ready at once calls back
+        in here from inside the pass; the pass already goes round again after
+        starting anything, so that nested call returns at once (no recursion
+        as deep as the number of services).
         """
-        progress = True
-        while progress and not self.shutting_down:
-            progress = False
-            for unit in self.units.values():
-                if unit.started or not self._deps_met(unit):
-                    continue
-                unit.started = progress = True
-                if unit.spec.schedule is not None:
-                    self._schedule_next_run(unit, first=True)
-                else:
-                    for worker in unit.workers.values():
-                        self._spawn(worker)
+        if self._starting_units:
+            return
+        self._starting_units = True
+        try:
+            progress = True
+            while progress and not self.shutting_down:
+                progress = False
+                for unit in self.units.values():
+                    if unit.started or not self._deps_met(unit):
+                        continue
+                    unit.started = progress = True
+                    if unit.spec.schedule is not None:
+                        self._schedule_next_run(unit, first=True)
+                    else:
+                        for worker in unit.workers.values():
+                            self._spawn(worker)
+        finally:
+            self._starting_units = False
 
     def _deps_met(self, unit: Unit) -> bool:
         if unit.main:
@@ -173,7 +187,8 @@ class Supervisor:
         return all(self.units[name].is_satisfied() for name in unit.spec.after)
 
     def _spawn(self, worker: Worker) -> None:
-        """Start one worker: STOPPED/BACKOFF/EXITED -> STARTING -> RUNNING."""
+        """Start one worker: STOPPED/BACKOFF/EXITED/FAILED -> STARTING (then
+        RUNNING once ready: _watch_readiness)."""
         spec = worker.unit.spec
         worker.cancel_timer()
         env = dict(self.base_env)
@@ -527,6 +542,8 @@ class Supervisor:
     def _schedule_next_run(self, unit: Unit, *, first: bool = False) -> None:
         schedule = unit.spec.schedule
         assert schedule is not None
+        if not unit.workers:
+            return  # workers = 0: defined, but not run
         if first and schedule.run_on_start:
             delay = 0.0
         elif schedule.every is not None:
@@ -541,9 +558,6 @@ class Supervisor:
                 self.log.warning(f"{unit.name}: cron {schedule.cron!r} never matches again")
                 return
             delay = max(0.0, (due - now).total_seconds())
-        holder = unit.workers[0] if unit.workers else None
-        if holder is None:
-            return
         unit.schedule_timer = self.loop.call_later(delay, lambda: self._run_periodic(unit))
 
     def _run_periodic(self, unit: Unit) -> None:
@@ -572,8 +586,8 @@ class Supervisor:
                 reap_needed = True
             elif signum in signals.STOP_SIGNALS:
                 self._on_stop_signal(signum)
-            elif signum == _SIGHUP:
-                if previous != _SIGHUP:  # a burst of SIGHUPs is one reload
+            elif signum == signals.SIGHUP:
+                if previous != signals.SIGHUP:  # a burst of SIGHUPs is one reload
                     self.reload()
             else:
                 self._forward(signum)
@@ -834,9 +848,6 @@ class Supervisor:
             _signal_group(worker.pid, signals.SIGKILL)
         for pid in reaper.descendants(os.getpid()):
             _signal_pid(pid, signals.SIGKILL)
-
-
-_SIGHUP = 1
 
 
 def _signal_group(pid: int, signum: int) -> None:
