@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["ctl"]:  # reserved word: a program named ctl runs after `--`
-        from pyinit.control import main_ctl
+        from pyinit.ctl import main_ctl
 
         return main_ctl(args[1:], os.environ)
     try:

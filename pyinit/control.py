@@ -1,31 +1,8 @@
-"""`pyinit ctl`: the control socket (server and client) and the health port.
+"""The server side of `pyinit ctl`: the control socket and the health port.
 
-Wire format (after gunicorn's ctl/protocol.py), over a SOCK_STREAM Unix
-socket, one request per connection:
-
-    client -> pyinit   one line of UTF-8 JSON ended by "\\n" (or by the client
-                       shutting down its side): {"verb": "restart", "args": ["web"]}
-                       `args` is a list of strings and may be left out.
-    pyinit -> client   one line of JSON, then pyinit closes the connection:
-                       {"ok": true, "result": ...}
-                       {"ok": false, "error": "no such service: 'webb'"}
-
-    verb     args          result
-    status   -             [{service, worker, pid, state, ready, uptime, restarts,
-                             last_exit, rss, cpu}, ...]: one row per worker; pid 0
-                             when it has no process; uptime in seconds or null;
-                             last_exit "exit status 3"/"killed by SIGKILL" or null;
-                             rss in bytes and cpu in CPU seconds (user + system)
-                             of the worker's own process, or null
-    ready    -             {"ready": bool, "detail": "2/3 workers ready; ..."}
-    start, stop, restart   NAME        a message (str)
-    signal   NAME SIG      a message; SIG is a name (TERM, SIGHUP) or a number
-    reload   -             a message
-
-A request over 64 KiB, one that is not such JSON, or one that does not
-arrive within 5 s gets an error reply or a closed connection; it never costs
-pyinit more than that connection. Only peers whose uid (SO_PEERCRED) is
-pyinit's own or root are answered.
+The wire format and the verbs' synopses are in ctl_protocol.py, shared with
+the client (ctl.py). Each verb's handler here gets the server and the
+request's arguments and returns the reply's `result`, or raises VerbError.
 
 Why this shape: everything runs as readers on pyinit's one loop (no thread
 in PID 1, STYLE rule 8), so no callback may block: accepts, reads and writes
@@ -38,9 +15,6 @@ second lock, for a socket whose modes someone loosened.
 The health port is the same machinery speaking just enough HTTP/1.0 for a
 kubelet's httpGet probe (`http.server` would cost more to import than this
 whole module).
-
-Client exit statuses: 0 done (`ready`: ready); 1 pyinit not reachable, not
-ready, or it refused the request (no such service, ...); 2 usage error.
 """
 
 from __future__ import annotations
@@ -50,25 +24,20 @@ import os
 import socket
 import stat
 import struct
-import sys
-import time
 from typing import TYPE_CHECKING, Protocol
 
+from pyinit.ctl_protocol import REQUEST_LIMIT, VerbError, check_arguments
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
     from types import ModuleType
 
     from pyinit.logs import Log
     from pyinit.loop import Loop, Timer
 
-REQUEST_LIMIT = 64 * 1024  # bytes of one ctl request
 HTTP_LIMIT = 8 * 1024  # bytes of one health request (line + headers)
 REQUEST_TIMEOUT = 5.0  # seconds a client has to send its request and read the reply
-CLIENT_TIMEOUT = 5.0  # seconds `pyinit ctl` waits for connect + reply
 MAX_CONNECTIONS = 32  # per listener; more are closed at once
-RUN_DIR = "/run"
-TMP_DIR = "/tmp"
-SOCKET_NAME = "ctl.sock"
 
 
 class ControlError(OSError):
@@ -77,10 +46,6 @@ class ControlError(OSError):
     An OSError, so that a caller's `except OSError` around setting up sockets
     catches both these refusals and the kernel's own errors.
     """
-
-
-class VerbError(Exception):
-    """A request pyinit refuses: the message goes back as the reply's `error`."""
 
 
 class Controlled(Protocol):
@@ -102,49 +67,6 @@ class Controlled(Protocol):
 
 
 # -- where the socket lives ----------------------------------------------------------
-
-
-def socket_candidates(
-    environ: Mapping[str, str], run_dir: str = RUN_DIR, tmp_dir: str = TMP_DIR
-) -> list[str]:
-    """The default socket paths, in SPEC order: /run, $XDG_RUNTIME_DIR, /tmp/pyinit-UID."""
-    paths = [os.path.join(run_dir, "pyinit", SOCKET_NAME)]
-    xdg = environ.get("XDG_RUNTIME_DIR", "")
-    if os.path.isabs(xdg):
-        paths.append(os.path.join(xdg, "pyinit", SOCKET_NAME))
-    paths.append(os.path.join(tmp_dir, f"pyinit-{os.geteuid()}", SOCKET_NAME))
-    return paths
-
-
-def default_socket_path(
-    environ: Mapping[str, str], run_dir: str = RUN_DIR, tmp_dir: str = TMP_DIR
-) -> str:
-    """Where the server puts its socket: the first candidate whose directory we may write.
-
-    /run counts as writable when /run itself is, or when an image prepared a
-    /run/pyinit for a non-root pyinit.
-    """
-    first, *others = socket_candidates(environ, run_dir, tmp_dir)
-    if os.access(run_dir, os.W_OK) or os.access(os.path.dirname(first), os.W_OK):
-        return first
-    xdg = environ.get("XDG_RUNTIME_DIR", "")
-    if len(others) == 2 and os.access(xdg, os.W_OK):
-        return others[0]
-    return others[-1]
-
-
-def find_socket(environ: Mapping[str, str], run_dir: str = RUN_DIR, tmp_dir: str = TMP_DIR) -> str:
-    """Where the client looks: $PYINIT_CTL_SOCKET, else the first candidate that exists."""
-    given = environ.get("PYINIT_CTL_SOCKET", "").strip()
-    if given:
-        return given
-    for path in socket_candidates(environ, run_dir, tmp_dir):
-        try:
-            if stat.S_ISSOCK(os.stat(path).st_mode):
-                return path
-        except OSError:
-            continue
-    return default_socket_path(environ, run_dir, tmp_dir)
 
 
 def _owner_only_directory(directory: str) -> None:
@@ -251,20 +173,8 @@ def usage_from_proc(pid: int) -> tuple[int | None, float | None]:
 
 
 # -- verbs -----------------------------------------------------------------------------
-# Each handler's docstring: first line the synopsis (also used to check the
-# arguments), then the help that `pyinit ctl --help` prints.
-
-
-def synopsis(verb: str) -> str:
-    return (VERBS[verb].__doc__ or verb).splitlines()[0]
-
-
-def _arguments(verb: str, args: list[str]) -> list[str]:
-    """`args` if their number matches the synopsis's required words, else VerbError."""
-    wanted = [word for word in synopsis(verb).split()[1:] if not word.startswith("[")]
-    if len(args) != len(wanted):
-        raise VerbError(f"usage: pyinit ctl {synopsis(verb)}")
-    return args
+# One handler per verb: (server, args) -> the reply's result, or VerbError.
+# Their synopses and help are ctl_protocol.USAGE, which the client shares.
 
 
 def _for_service(name: str, action: Callable[[str], str]) -> str:
@@ -275,9 +185,7 @@ def _for_service(name: str, action: Callable[[str], str]) -> str:
 
 
 def _status(server: ControlServer, args: list[str]) -> object:
-    """status [--json]
-    Every worker: pid, state, ready, uptime, restarts, last exit, RSS, CPU seconds."""
-    _arguments("status", args)
+    check_arguments("status", args)
     rows = [dict(row) for row in server.controlled.status()]
     for row in rows:
         pid = row.get("pid")
@@ -286,9 +194,7 @@ def _status(server: ControlServer, args: list[str]) -> object:
 
 
 def _ready(server: ControlServer, args: list[str]) -> object:
-    """ready
-    Exit 0 when every service is ready, else 1 (a Kubernetes exec readinessProbe)."""
-    _arguments("ready", args)
+    check_arguments("ready", args)
     ready = server.controlled.is_ready()
     rows = server.controlled.status()
     waiting = [f"{row.get('service')}[{row.get('worker')}]" for row in rows if not row.get("ready")]
@@ -300,32 +206,24 @@ def _ready(server: ControlServer, args: list[str]) -> object:
 
 
 def _start(server: ControlServer, args: list[str]) -> object:
-    """start NAME
-    Start the service's workers that are not running."""
-    (name,) = _arguments("start", args)
+    (name,) = check_arguments("start", args)
     return _for_service(name, server.controlled.start)
 
 
 def _stop(server: ControlServer, args: list[str]) -> object:
-    """stop NAME
-    Stop the service gracefully (its stop signal, SIGKILL after its grace)."""
-    (name,) = _arguments("stop", args)
+    (name,) = check_arguments("stop", args)
     return _for_service(name, server.controlled.stop)
 
 
 def _restart(server: ControlServer, args: list[str]) -> object:
-    """restart NAME
-    Stop the service gracefully, then start it again."""
-    (name,) = _arguments("restart", args)
+    (name,) = check_arguments("restart", args)
     return _for_service(name, server.controlled.restart)
 
 
 def _signal(server: ControlServer, args: list[str]) -> object:
-    """signal NAME SIG
-    Send SIG (TERM, SIGHUP, 10, ...) to each worker's process group."""
     from pyinit.signals import parse_signal
 
-    name, sig = _arguments("signal", args)
+    name, sig = check_arguments("signal", args)
     try:
         signum = parse_signal(sig)
     except ValueError as error:
@@ -334,12 +232,11 @@ def _signal(server: ControlServer, args: list[str]) -> object:
 
 
 def _reload(server: ControlServer, args: list[str]) -> object:
-    """reload
-    Re-read the configuration and apply it, as SIGHUP does."""
-    _arguments("reload", args)
+    check_arguments("reload", args)
     return server.controlled.reload()
 
 
+#: The same verbs, in the same order, as ctl_protocol.USAGE.
 VERBS: dict[str, Callable[[ControlServer, list[str]], object]] = {
     "status": _status,
     "ready": _ready,
@@ -689,182 +586,3 @@ class HealthServer(_Listener):
             ready = self.controlled.is_ready()
             return _http(200 if ready else 503, "ready\n" if ready else "not ready\n", head)
         return _http(404, "not found: try /healthz or /readyz\n", head)
-
-
-# -- the client: `pyinit ctl` ------------------------------------------------------------
-
-
-class ClientError(Exception):
-    """`pyinit ctl` could not get an answer, or pyinit refused: exit status 1."""
-
-
-def request(path: str, verb: str, args: list[str], timeout: float = CLIENT_TIMEOUT) -> object:
-    """Send one request to the pyinit at `path`; return its result or raise ClientError."""
-    deadline = time.monotonic() + timeout
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError) as error:
-            raise ClientError(
-                f"cannot reach pyinit at {path}: {error.strerror} (is pyinit running?)"
-            ) from None
-        except PermissionError:
-            raise ClientError(
-                f"cannot reach pyinit at {path}: permission denied"
-                " (only the user pyinit runs as, and root, may use it)"
-            ) from None
-        try:
-            sock.sendall(json.dumps({"verb": verb, "args": args}).encode() + b"\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # it may have refused us and hung up first: its reply is still to be read
-        data = bytearray()
-        while b"\n" not in data:
-            sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                break
-            data += chunk
-    except TimeoutError:
-        raise ClientError(f"pyinit at {path} did not answer within {timeout:g} s") from None
-    except OSError as error:
-        raise ClientError(f"cannot reach pyinit at {path}: {error.strerror or error}") from None
-    finally:
-        sock.close()
-    if not data:
-        raise ClientError(f"pyinit at {path} closed the connection without answering")
-    try:
-        reply = json.loads(data.split(b"\n", 1)[0])
-        ok = reply["ok"]
-    except (ValueError, TypeError, KeyError):
-        raise ClientError(f"pyinit at {path} sent a malformed reply") from None
-    if not ok:
-        raise ClientError(str(reply.get("error")))
-    return reply.get("result")
-
-
-def _usage_text() -> str:
-    lines = ["usage: pyinit ctl [--ctl-socket PATH] VERB [ARG...]", "", "verbs:"]
-    for verb, handler in VERBS.items():
-        synopsis_line, _, help_text = (handler.__doc__ or verb).partition("\n")
-        lines.append(f"  {synopsis_line:<18} {' '.join(help_text.split())}")
-    lines += [
-        "",
-        "The socket: --ctl-socket, else $PYINIT_CTL_SOCKET, else the first that exists of",
-        "/run/pyinit/ctl.sock, $XDG_RUNTIME_DIR/pyinit/ctl.sock, /tmp/pyinit-UID/ctl.sock.",
-        "Exit status: 0 done (ready), 1 not running, not ready or refused, 2 usage error.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def main_ctl(argv: list[str], environ: Mapping[str, str]) -> int:
-    """`pyinit ctl [--ctl-socket PATH] VERB [ARG...]`; `argv` is what follows `ctl`."""
-    from pyinit.logs import fatal
-
-    path = ""
-    words = list(argv)
-    while words and words[0].startswith("-"):
-        word = words.pop(0)
-        if word in ("-h", "--help"):
-            sys.stdout.write(_usage_text())
-            return 0
-        if word == "--ctl-socket" and words:
-            path = words.pop(0)
-        elif word.startswith("--ctl-socket="):
-            path = word.partition("=")[2]
-        else:
-            fatal(f"ctl: unknown option {word!r} (see pyinit ctl --help)")
-            return 2
-    if not words:
-        fatal("ctl: a verb is needed: " + ", ".join(VERBS) + " (see pyinit ctl --help)")
-        return 2
-    verb, args = words[0], words[1:]
-    if verb == "help":
-        sys.stdout.write(_usage_text())
-        return 0
-    if verb not in VERBS:
-        fatal(f"ctl: unknown verb {verb!r}; known: {', '.join(VERBS)}")
-        return 2
-    as_json = verb == "status" and args == ["--json"]
-    if as_json:
-        args = []
-    try:
-        _arguments(verb, args)
-        if verb == "signal":
-            from pyinit.signals import parse_signal
-
-            args = [args[0], str(parse_signal(args[1]))]
-    except (VerbError, ValueError) as error:
-        fatal(f"ctl: {error}")
-        return 2
-    if not path:
-        path = find_socket(environ)
-    try:
-        result = request(path, verb, args)
-    except ClientError as error:
-        fatal(str(error))
-        return 1
-    if verb == "status":
-        rows = result if isinstance(result, list) else []
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n" if as_json else format_status(rows))
-        return 0
-    if verb == "ready":
-        ready = isinstance(result, dict) and result.get("ready") is True
-        detail = result.get("detail", "") if isinstance(result, dict) else ""
-        sys.stdout.write(f"{'ready' if ready else 'not ready'}: {detail}\n")
-        return 0 if ready else 1
-    sys.stdout.write(f"{result}\n")
-    return 0
-
-
-def format_status(rows: list[dict[str, object]]) -> str:
-    """The `pyinit ctl status` table."""
-    header = ("SERVICE", "WORKER", "PID", "STATE", "READY", "UPTIME", "RESTARTS", "LAST EXIT")
-    table = [(*header, "RSS", "CPU")]
-    for row in rows:
-        pid, cpu = row.get("pid"), row.get("cpu")
-        table.append(
-            (
-                str(row.get("service", "?")),
-                str(row.get("worker", "?")),
-                str(pid) if pid else "-",
-                str(row.get("state", "?")),
-                "yes" if row.get("ready") else "no",
-                _duration(row.get("uptime")),
-                str(row.get("restarts", 0)),
-                str(row.get("last_exit") or "-"),
-                _size(row.get("rss")),
-                f"{cpu:.2f}s" if isinstance(cpu, int | float) else "-",
-            )
-        )
-    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    return "".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        + "\n"
-        for line in table
-    )
-
-
-def _duration(value: object) -> str:
-    if not isinstance(value, int | float):
-        return "-"
-    s = int(value)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def _size(value: object) -> str:
-    if not isinstance(value, int | float):
-        return "-"
-    size = float(value)
-    for unit in ("B", "K", "M", "G"):
-        if size < 1024 or unit == "G":
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024
-    return "-"

@@ -125,7 +125,8 @@ class Supervisor:
 
     def _start_servers(self) -> None:
         """`pyinit ctl` and the health port; a failure here is logged, not fatal."""
-        from pyinit.control import ControlServer, HealthServer, default_socket_path
+        from pyinit.control import ControlServer, HealthServer
+        from pyinit.ctl_protocol import default_socket_path
 
         path = self.options.ctl_socket or default_socket_path(os.environ)
         try:

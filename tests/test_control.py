@@ -33,13 +33,14 @@ from pyinit.control import (
     HealthServer,
     parse_health_port,
 )
+from pyinit.ctl import ClientError, find_socket, request
+from pyinit.ctl_protocol import REQUEST_LIMIT, default_socket_path, socket_candidates, synopsis
 from pyinit.logs import Log
 from pyinit.loop import Loop
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLIENT = (
-    "import os, sys; from pyinit.control import main_ctl;"
-    " sys.exit(main_ctl(sys.argv[1:], os.environ))"
+    "import os, sys; from pyinit.ctl import main_ctl; sys.exit(main_ctl(sys.argv[1:], os.environ))"
 )
 NOBODY = 65534
 
@@ -421,7 +422,7 @@ def test_help_lists_every_verb(loop: Loop) -> None:
     ran = ctl(loop, "--help")
     assert ran.code == 0
     for verb in control.VERBS:
-        assert f"\n  {control.synopsis(verb)}" in ran.out
+        assert f"\n  {synopsis(verb)}" in ran.out
 
 
 def test_no_pyinit_running_is_one_clear_line_and_status_1(loop: Loop, short_dir: Path) -> None:
@@ -450,8 +451,8 @@ def test_client_gives_up_on_a_pyinit_that_never_answers(short_dir: Path) -> None
     mute.listen(1)  # the kernel completes the connect; nobody ever reads
     try:
         started = time.monotonic()
-        with pytest.raises(control.ClientError, match="did not answer within 0.3 s"):
-            control.request(path, "status", [], timeout=0.3)
+        with pytest.raises(ClientError, match="did not answer within 0.3 s"):
+            request(path, "status", [], timeout=0.3)
         assert time.monotonic() - started < 2
     finally:
         mute.close()
@@ -538,7 +539,7 @@ def test_oversized_request_is_refused_and_the_server_carries_on(
     loop: Loop, server: ControlServer
 ) -> None:
     client = RawClient(server.path)
-    client.send(b"x" * (control.REQUEST_LIMIT + 100))
+    client.send(b"x" * (REQUEST_LIMIT + 100))
     run_until(loop, client.done, 5, "a refusal and a close")
     assert client.reply() == {"ok": False, "error": "request too large (over 65536 bytes)"}
     client.close()
@@ -626,14 +627,14 @@ def test_default_socket_path_order(short_dir: Path) -> None:
     uid = os.geteuid()
     environ = {"XDG_RUNTIME_DIR": str(xdg)}
     # /run missing (not writable): $XDG_RUNTIME_DIR, else /tmp/pyinit-UID.
-    assert control.default_socket_path(environ, str(run), str(tmp)) == f"{xdg}/pyinit/ctl.sock"
-    assert control.default_socket_path({}, str(run), str(tmp)) == f"{tmp}/pyinit-{uid}/ctl.sock"
-    assert control.default_socket_path({"XDG_RUNTIME_DIR": "relative"}, str(run), str(tmp)) == (
+    assert default_socket_path(environ, str(run), str(tmp)) == f"{xdg}/pyinit/ctl.sock"
+    assert default_socket_path({}, str(run), str(tmp)) == f"{tmp}/pyinit-{uid}/ctl.sock"
+    assert default_socket_path({"XDG_RUNTIME_DIR": "relative"}, str(run), str(tmp)) == (
         f"{tmp}/pyinit-{uid}/ctl.sock"
     )
     run.mkdir()
-    assert control.default_socket_path(environ, str(run), str(tmp)) == f"{run}/pyinit/ctl.sock"
-    assert control.default_socket_path(environ) in control.socket_candidates(environ)
+    assert default_socket_path(environ, str(run), str(tmp)) == f"{run}/pyinit/ctl.sock"
+    assert default_socket_path(environ) in socket_candidates(environ)
 
 
 def test_client_finds_the_first_existing_socket(short_dir: Path) -> None:
@@ -646,9 +647,9 @@ def test_client_finds_the_first_existing_socket(short_dir: Path) -> None:
         sock.bind(str(where / "ctl.sock"))
         bound.append(sock)
         # Each newly created socket comes earlier in the order, so it wins.
-        assert control.find_socket(environ, str(run), str(tmp)) == str(where / "ctl.sock")
+        assert find_socket(environ, str(run), str(tmp)) == str(where / "ctl.sock")
     given = {"PYINIT_CTL_SOCKET": "/elsewhere/ctl.sock", **environ}
-    assert control.find_socket(given, str(run), str(tmp)) == "/elsewhere/ctl.sock"
+    assert find_socket(given, str(run), str(tmp)) == "/elsewhere/ctl.sock"
     for sock in bound:
         sock.close()
 

@@ -1,0 +1,125 @@
+"""The `pyinit ctl` protocol: what the server (control.py) and the client (ctl.py) share.
+
+Wire format (after gunicorn's ctl/protocol.py), over a SOCK_STREAM Unix
+socket, one request per connection:
+
+    client -> pyinit   one line of UTF-8 JSON ended by "\\n" (or by the client
+                       shutting down its side): {"verb": "restart", "args": ["web"]}
+                       `args` is a list of strings and may be left out.
+    pyinit -> client   one line of JSON, then pyinit closes the connection:
+                       {"ok": true, "result": ...}
+                       {"ok": false, "error": "no such service: 'webb'"}
+
+    verb     args          result
+    status   -             [{service, worker, pid, state, ready, uptime, restarts,
+                             last_exit, rss, cpu}, ...]: one row per worker; pid 0
+                             when it has no process; uptime in seconds or null;
+                             last_exit "exit status 3"/"killed by SIGKILL" or null;
+                             rss in bytes and cpu in CPU seconds (user + system)
+                             of the worker's own process, or null
+    ready    -             {"ready": bool, "detail": "2/3 workers ready; ..."}
+    start, stop, restart   NAME        a message (str)
+    signal   NAME SIG      a message; SIG is a name (TERM, SIGHUP) or a number
+    reload   -             a message
+
+A request over 64 KiB, one that is not such JSON, or one that does not
+arrive within 5 s gets an error reply or a closed connection; it never costs
+pyinit more than that connection. Only peers whose uid (SO_PEERCRED) is
+pyinit's own or root are answered.
+
+Why a module of its own: `pyinit ctl ready` is a Kubernetes exec probe that
+runs every few seconds, so the client imports only this (pure: no sockets,
+nothing beyond `os`) and not the server. Both sides check a request's
+arguments against the same synopses, so the client can report a usage error
+without connecting, and the server refuses the same requests.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+REQUEST_LIMIT = 64 * 1024  # bytes of one ctl request
+RUN_DIR = "/run"
+TMP_DIR = "/tmp"
+SOCKET_NAME = "ctl.sock"
+
+
+class VerbError(Exception):
+    """A request pyinit refuses: the message goes back as the reply's `error`."""
+
+
+# -- verbs -----------------------------------------------------------------------------
+# verb -> (synopsis, help), in the order `pyinit ctl --help` lists them. The
+# synopsis is also the argument check: its words after the verb, less the
+# [optional] ones, are the arguments a request must carry. The server's
+# handler for each verb is control.VERBS[verb].
+
+USAGE: dict[str, tuple[str, str]] = {
+    "status": (
+        "status [--json]",
+        "Every worker: pid, state, ready, uptime, restarts, last exit, RSS, CPU seconds.",
+    ),
+    "ready": (
+        "ready",
+        "Exit 0 when every service is ready, else 1 (a Kubernetes exec readinessProbe).",
+    ),
+    "start": ("start NAME", "Start the service's workers that are not running."),
+    "stop": (
+        "stop NAME",
+        "Stop the service gracefully (its stop signal, SIGKILL after its grace).",
+    ),
+    "restart": ("restart NAME", "Stop the service gracefully, then start it again."),
+    "signal": (
+        "signal NAME SIG",
+        "Send SIG (TERM, SIGHUP, 10, ...) to each worker's process group.",
+    ),
+    "reload": ("reload", "Re-read the configuration and apply it, as SIGHUP does."),
+}
+
+
+def synopsis(verb: str) -> str:
+    return USAGE[verb][0]
+
+
+def check_arguments(verb: str, args: list[str]) -> list[str]:
+    """`args` if their number matches the synopsis's required words, else VerbError."""
+    wanted = [word for word in synopsis(verb).split()[1:] if not word.startswith("[")]
+    if len(args) != len(wanted):
+        raise VerbError(f"usage: pyinit ctl {synopsis(verb)}")
+    return args
+
+
+# -- where the socket lives ----------------------------------------------------------
+
+
+def socket_candidates(
+    environ: Mapping[str, str], run_dir: str = RUN_DIR, tmp_dir: str = TMP_DIR
+) -> list[str]:
+    """The default socket paths, in SPEC order: /run, $XDG_RUNTIME_DIR, /tmp/pyinit-UID."""
+    paths = [os.path.join(run_dir, "pyinit", SOCKET_NAME)]
+    xdg = environ.get("XDG_RUNTIME_DIR", "")
+    if os.path.isabs(xdg):
+        paths.append(os.path.join(xdg, "pyinit", SOCKET_NAME))
+    paths.append(os.path.join(tmp_dir, f"pyinit-{os.geteuid()}", SOCKET_NAME))
+    return paths
+
+
+def default_socket_path(
+    environ: Mapping[str, str], run_dir: str = RUN_DIR, tmp_dir: str = TMP_DIR
+) -> str:
+    """Where the server puts its socket: the first candidate whose directory we may write.
+
+    /run counts as writable when /run itself is, or when an image prepared a
+    /run/pyinit for a non-root pyinit.
+    """
+    first, *others = socket_candidates(environ, run_dir, tmp_dir)
+    if os.access(run_dir, os.W_OK) or os.access(os.path.dirname(first), os.W_OK):
+        return first
+    xdg = environ.get("XDG_RUNTIME_DIR", "")
+    if len(others) == 2 and os.access(xdg, os.W_OK):
+        return others[0]
+    return others[-1]
