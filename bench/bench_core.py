@@ -1077,25 +1077,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def progress_log() -> Callable[[str], None]:
+    """A logger for the bench's own progress: seconds since start, on stderr."""
     began = time.monotonic()
 
     def log(message: str) -> None:
         print(f"[{time.monotonic() - began:6.1f}s] {message}", file=sys.stderr, flush=True)
 
-    if not os.access(args.python, os.X_OK):
-        print(f"bench: error: interpreter {args.python} not found (--python)", file=sys.stderr)
+    return log
+
+
+def python_missing(python: str) -> bool:
+    """True (and says so) when the --python interpreter cannot run."""
+    if os.access(python, os.X_OK):
+        return False
+    print(f"bench: error: interpreter {python} not found (--python)", file=sys.stderr)
+    return True
+
+
+def machine_note(what: str, python: str) -> str:
+    """The table's first note: which interpreter ran what, on what machine."""
+    return (
+        f"{what} {python} ({version_of([python])}); "
+        f"bench itself: {sys.executable} ({platform.python_version()}); "
+        f"{os.cpu_count()} CPUs, kernel {platform.release()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    log = progress_log()
+    if python_missing(args.python):
         return 2
     notes: list[str] = []
     inits = find_inits(args, notes)
-    python_version = version_of([args.python])
-    notes.insert(
-        0,
-        f"interpreter for baselines, children and pyinit: {args.python} ({python_version}); "
-        f"bench itself: {sys.executable} ({platform.python_version()}); "
-        f"{os.cpu_count()} CPUs, kernel {platform.release()}",
-    )
+    notes.insert(0, machine_note("interpreter for baselines, children and pyinit:", args.python))
     for name, init in inits.items():
         log(f"{name}: {init.version} [{init.path}]")
     if not inits:
@@ -1144,7 +1160,7 @@ def main(argv: list[str] | None = None) -> int:
             "zombie lag is an upper bound (one /proc scan + 1 ms poll late at worst); "
             "tini and pyinit run as PID 1 without -s there."
         )
-    log(f"done in {time.monotonic() - began:.0f}s")
+    log("done")
 
     rows = build_rows(inits, results)
     failed = any(r.verdict.startswith("FAIL") for r in rows)
@@ -1152,7 +1168,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             json.dumps(
                 {
-                    "python": {"path": args.python, "version": python_version},
+                    "python": {"path": args.python, "version": version_of([args.python])},
                     "inits": {
                         n: {"argv": i.prefix, "pid1_argv": i.pid1_prefix, "version": i.version}
                         for n, i in inits.items()

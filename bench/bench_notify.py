@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import select
 import shlex
 import shutil
@@ -57,7 +56,10 @@ from bench_core import (  # noqa: E402  (the bench directory is not a package)
     Processes,
     become_subreaper,
     clean_env,
+    machine_note,
     percentile,
+    progress_log,
+    python_missing,
     read_text,
     version_of,
     wait_until,
@@ -653,25 +655,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    began = time.monotonic()
-
-    def log(message: str) -> None:
-        print(f"[{time.monotonic() - began:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-    if not os.access(args.python, os.X_OK):
-        print(f"bench: error: interpreter {args.python} not found (--python)", file=sys.stderr)
+    log = progress_log()
+    if python_missing(args.python):
         return 2
     base = shlex.split(args.pyinit) if args.pyinit else [args.python, str(REPO / "dist/pyinit.pyz")]
     missing = [a for a in base if a.endswith(".pyz") and not Path(a).exists()]
     if missing:
         print(f"bench: error: {missing[0]} not found (python3 build_zipapp.py)", file=sys.stderr)
         return 2
-    python_version = version_of([args.python])
-    notes = [
-        f"pyinit and the notify service run on {args.python} ({python_version}); "
-        f"bench itself: {sys.executable} ({platform.python_version()}); "
-        f"{os.cpu_count()} CPUs, kernel {platform.release()}",
-    ]
+    notes = [machine_note("pyinit and the notify service run on", args.python)]
     stale = stale_pyz(base)
     if stale:
         notes.append(stale)
@@ -725,12 +717,12 @@ def main(argv: list[str] | None = None) -> int:
             "pyinit runs the expected number of `sleep`s. p99 of 10-30 samples is close to "
             "the maximum."
         )
-    log(f"done in {time.monotonic() - began:.0f}s")
+    log("done")
     if args.json:
         print(
             json.dumps(
                 {
-                    "python": {"path": args.python, "version": python_version},
+                    "python": {"path": args.python, "version": version_of([args.python])},
                     "pyinit": {"argv": base, "version": pyinit.version},
                     "settings": {
                         "runs": args.runs,

@@ -31,7 +31,6 @@ import argparse
 import errno
 import json
 import os
-import platform
 import random
 import select
 import shlex
@@ -61,8 +60,11 @@ from bench_core import (  # noqa: E402  (the bench directory is not a package)
     clean_env,
     context_switches,
     cpu_seconds,
+    machine_note,
     memory_kib,
     percentile,
+    progress_log,
+    python_missing,
     ratio,
     read_text,
     resolve_shim,
@@ -1025,23 +1027,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    began = time.monotonic()
-
-    def log(message: str) -> None:
-        print(f"[{time.monotonic() - began:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-    if not os.access(args.python, os.X_OK):
-        print(f"bench: error: interpreter {args.python} not found (--python)", file=sys.stderr)
+    log = progress_log()
+    if python_missing(args.python):
         return 2
     notes: list[str] = []
     targets = find_targets(args, notes)
-    python_version = version_of([args.python])
-    notes.insert(
-        0,
-        f"pyinit and the workers run on {args.python} ({python_version}); "
-        f"bench itself: {sys.executable} ({platform.python_version()}); "
-        f"{os.cpu_count()} CPUs, kernel {platform.release()}",
-    )
+    notes.insert(0, machine_note("pyinit and the workers run on", args.python))
     if "supervisord" in targets:
         sup = targets["supervisord"]
         notes.insert(1, f"supervisord runs on {sup.python} ({version_of([sup.python])}).")
@@ -1111,7 +1102,7 @@ def main(argv: list[str] | None = None) -> int:
             f"worker ({', '.join(sorted(timing)) or 'n/a'}); stop-all from SIGTERM to the "
             "supervisor's exit, read from a pidfd."
         )
-    log(f"done in {time.monotonic() - began:.0f}s")
+    log("done")
 
     rows = build_rows(targets, results)
     failed = any(r.verdict.startswith("FAIL") for r in rows)
@@ -1119,7 +1110,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             json.dumps(
                 {
-                    "python": {"path": args.python, "version": python_version},
+                    "python": {"path": args.python, "version": version_of([args.python])},
                     "targets": {
                         n: {"argv": t.base, "python": t.python, "version": t.version}
                         for n, t in targets.items()
