@@ -22,7 +22,7 @@ import os
 import time
 
 from pyinit import reaper, signals
-from pyinit.model import ExitStatus, Options
+from pyinit.model import KILL_SETTLE_SECONDS, ExitStatus, Options
 from pyinit.spawn import spawn
 
 TYPE_CHECKING = False
@@ -30,10 +30,6 @@ if TYPE_CHECKING:
     from pyinit.logs import Log
     from pyinit.loop import Loop, Timer
     from pyinit.notify import Upstream
-
-#: After SIGKILL, how long to wait for the kernel to finish the job before
-#: exiting anyway (a process in uninterruptible sleep cannot die sooner).
-KILL_SETTLE_SECONDS = 5.0
 
 
 class CommandSupervisor:
@@ -122,16 +118,11 @@ class CommandSupervisor:
 
     def _send(self, signum: int) -> None:
         """Signal the child's group, or the child alone with --single-child."""
-        if not self.pid:
-            return
-        try:
-            if self.options.single_child:
-                if self.status is None:
-                    os.kill(self.pid, signum)
-            else:
-                os.killpg(self.pid, signum)
-        except ProcessLookupError:
-            pass  # already gone: not an event; its exit arrives through the reaper
+        if self.options.single_child:
+            if self.status is None:
+                signals.send(self.pid, signum)
+        else:
+            signals.send(self.pid, signum, group=True)
 
     def _reap(self) -> None:
         for pid, status in reaper.reap():
@@ -174,7 +165,8 @@ class CommandSupervisor:
             pid=self.pid,
         )
         self._send(signals.SIGTERM)
-        _kill_all(strays, signals.SIGTERM)
+        for pid in strays:
+            signals.send(pid, signals.SIGTERM)
         self._arm_kill_timer()
 
     def _strays(self) -> list[int]:
@@ -217,7 +209,8 @@ class CommandSupervisor:
         )
         self._send(signals.SIGKILL)
         if self.status is not None:
-            _kill_all(self._strays(), signals.SIGKILL)
+            for pid in self._strays():
+                signals.send(pid, signals.SIGKILL)
         self.loop.call_later(KILL_SETTLE_SECONDS, self._on_kill_settle_expired)
 
     def _on_kill_settle_expired(self) -> None:
@@ -240,11 +233,3 @@ class CommandSupervisor:
             code = 0
         self.exit_code = code
         self.loop.stop()
-
-
-def _kill_all(pids: list[int], signum: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass  # gone already; the reaper hears of it

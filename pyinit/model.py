@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 
 DEFAULT_GRACE = 10.0
+#: After SIGKILL, how long to wait for the kernel before giving up on a
+#: process (one in uninterruptible sleep cannot die sooner).
+KILL_SETTLE_SECONDS = 5.0
 
 
 class Options:

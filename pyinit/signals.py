@@ -124,6 +124,24 @@ def signal_name(signum: int) -> str:
     return f"signal {signum}"
 
 
+def send(pid: int, signum: int, *, group: bool = False) -> None:
+    """kill(2) or killpg(2), where "no such process" is not an error.
+
+    A process that is already gone is not an event here: its exit reaches
+    the reaper. EPERM (a group that changed owner, e.g. a setuid child) leaves
+    nothing pyinit may do either.
+    """
+    if pid <= 0:
+        return
+    try:
+        if group:
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def parse_signal(text: str, *, allow_zero: bool = False) -> int:
     """`TERM`, `SIGTERM`, `term`, `15`, `RTMIN+2` -> a signal number.
 

@@ -38,7 +38,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from pyinit import reaper, signals
-from pyinit.model import ExitStatus
+from pyinit.model import KILL_SETTLE_SECONDS, ExitStatus
 from pyinit.services_model import OutputMode, ReadinessKind, ReloadMode, ServiceSpec, start_order
 from pyinit.unit import ALIVE, Decision, Unit, Worker, WorkerState
 
@@ -51,8 +51,6 @@ if TYPE_CHECKING:
     from pyinit.notify import Downstream, Upstream
     from pyinit.services_model import Config
 
-#: After SIGKILL, how long to wait for the kernel before giving up on a process.
-KILL_SETTLE_SECONDS = 5.0
 #: Variables of pyinit's own environment that children must not see.
 PRIVATE_VARIABLES = (
     "NOTIFY_SOCKET",  # upstream's: a service may get pyinit's own instead
@@ -468,7 +466,7 @@ class Supervisor:
         unit = self._unit(name)
         workers = unit.alive_workers()
         for worker in workers:
-            _signal_group(worker.pid, signum)
+            signals.send(worker.pid, signum, group=True)
         return f"{name}: {signals.signal_name(signum)} sent to {len(workers)} worker(s)"
 
     def is_ready(self) -> bool:
@@ -572,7 +570,6 @@ class Supervisor:
                 event="skipped",
             )
         else:
-            unit.runs += 1
             self._spawn(worker)
         self._schedule_next_run(unit)
 
@@ -608,7 +605,7 @@ class Supervisor:
 
     def _forward(self, signum: int) -> None:
         for worker in list(self.by_pid.values()):
-            _signal_group(worker.pid, signum)
+            signals.send(worker.pid, signum, group=True)
 
     def reload(self) -> str:
         """SIGHUP (or `pyinit ctl reload`): re-read the file if there is one and
@@ -644,7 +641,7 @@ class Supervisor:
                     # A Service class without reload() exits 0 on SIGHUP and is
                     # started again, same worker id (SPEC 3).
                     worker.after_exit = "respawn" if unit.spec.py_class is not None else ""
-                    _signal_group(worker.pid, unit.spec.reload_signal)
+                    signals.send(worker.pid, unit.spec.reload_signal, group=True)
 
     def _reap(self) -> None:
         for pid, status in reaper.reap():
@@ -785,7 +782,7 @@ class Supervisor:
         """RUNNING/STARTING -> STOPPING: stop signal now, SIGKILL at `deadline`."""
         worker.state = WorkerState.STOPPING
         worker.cancel_timer()
-        _signal_group(worker.pid, worker.unit.spec.stop_signal)
+        signals.send(worker.pid, worker.unit.spec.stop_signal, group=True)
         if deadline is not None:
             worker.timer = self.loop.call_at(deadline, lambda: self._kill_worker(worker))
 
@@ -800,7 +797,7 @@ class Supervisor:
             event="killed",
             signal="SIGKILL",
         )
-        _signal_group(worker.pid, signals.SIGKILL)
+        signals.send(worker.pid, signals.SIGKILL, group=True)
         worker.timer = self.loop.call_later(KILL_SETTLE_SECONDS, lambda: self._abandon(worker))
 
     def _abandon(self, worker: Worker) -> None:
@@ -829,7 +826,7 @@ class Supervisor:
             return
         self.log.info(f"stopping {len(left)} leftover process(es)", event="sweep")
         for pid in left:
-            _signal_pid(pid, signals.SIGTERM)
+            signals.send(pid, signals.SIGTERM)
         now = time.monotonic()
         deadline = self._deadline if self._deadline is not None else now + (self.grace or 0)
         if self._deadline is None and not self.grace:
@@ -841,32 +838,14 @@ class Supervisor:
         if left:
             self.log.warning(f"sending SIGKILL to {len(left)} leftover process(es)", event="killed")
             for pid in left:
-                _signal_pid(pid, signals.SIGKILL)
+                signals.send(pid, signals.SIGKILL)
         self.loop.call_later(KILL_SETTLE_SECONDS, self.loop.stop)
 
     def _kill_everything(self) -> None:
         for worker in list(self.by_pid.values()):
-            _signal_group(worker.pid, signals.SIGKILL)
+            signals.send(worker.pid, signals.SIGKILL, group=True)
         for pid in reaper.descendants(os.getpid()):
-            _signal_pid(pid, signals.SIGKILL)
-
-
-def _signal_group(pid: int, signum: int) -> None:
-    if pid <= 0:
-        return
-    try:
-        os.killpg(pid, signum)
-    except ProcessLookupError:
-        pass  # already gone: its exit arrives through the reaper
-    except PermissionError:
-        pass  # a group that changed owner (setuid child): nothing we may do
-
-
-def _signal_pid(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
+            signals.send(pid, signals.SIGKILL)
 
 
 def _credentials(spec: ServiceSpec) -> tuple[int | None, int | None, list[int] | None]:

@@ -107,7 +107,6 @@ class Unit:
         self.workers = {i: Worker(self, i) for i in range(spec.workers)}
         self.restarts: deque[float] = deque()  # times of restarts inside restart_window
         self.started = False  # its `after` dependencies were met and it was started
-        self.runs = 0  # periodic: runs started
         self.schedule_timer: Timer | None = None  # periodic: the next run
 
     @property
