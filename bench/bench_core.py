@@ -1104,6 +1104,29 @@ def machine_note(what: str, python: str) -> str:
     )
 
 
+def run_stages(
+    stages: dict[str, Callable[[], Json]],
+    selected: list[str],
+    results: dict[str, Json],
+    notes: list[str],
+    log: Callable[[str], None],
+    needs_root: str = "",
+) -> None:
+    """Run the selected stages in order; a failing stage becomes a note.
+
+    `needs_root` names the stage that needs root and unshare(1) (the storm).
+    """
+    for stage in selected:
+        if stage == needs_root and (os.geteuid() != 0 or not shutil.which("unshare")):
+            notes.append(f"{stage} stage skipped: needs root and unshare(1).")
+            continue
+        try:
+            results[stage] = stages[stage]()
+        except (BenchError, OSError) as error:
+            notes.append(f"{stage} stage failed: {error}")
+            log(f"{stage} failed: {error}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log = progress_log()
@@ -1128,15 +1151,7 @@ def main(argv: list[str] | None = None) -> int:
         "zombies": lambda: bench_zombies(inits, args.python, args.zombies, procs, log),
     }
     try:
-        for stage in args.stages:
-            if stage == "zombies" and (os.geteuid() != 0 or not shutil.which("unshare")):
-                notes.append("zombie storm skipped: needs root and unshare(1).")
-                continue
-            try:
-                results[stage] = stages[stage]()
-            except (BenchError, OSError) as error:
-                notes.append(f"{stage} stage failed: {error}")
-                log(f"{stage} failed: {error}")
+        run_stages(stages, args.stages, results, notes, log, needs_root="zombies")
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
         return 130

@@ -61,6 +61,7 @@ from bench_core import (  # noqa: E402  (the bench directory is not a package)
     progress_log,
     python_missing,
     read_text,
+    run_stages,
     version_of,
     wait_until,
 )
@@ -688,12 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         "start": lambda: bench_start(pyinit, args.starts, procs, log),
     }
     try:
-        for stage in args.stages:
-            try:
-                results[stage] = stages[stage]()
-            except (BenchError, OSError) as error:
-                notes.append(f"{stage} stage failed: {error}")
-                log(f"{stage} failed: {error}")
+        run_stages(stages, args.stages, results, notes, log)
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
         return 130

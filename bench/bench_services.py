@@ -68,6 +68,7 @@ from bench_core import (  # noqa: E402  (the bench directory is not a package)
     ratio,
     read_text,
     resolve_shim,
+    run_stages,
     settle,
     verdict,
     version_of,
@@ -1063,15 +1064,7 @@ def main(argv: list[str] | None = None) -> int:
         "orphans": lambda: bench_orphans(targets, args.python, args.orphans, procs, tmp, log),
     }
     try:
-        for stage in args.stages:
-            if stage == "orphans" and (os.geteuid() != 0 or not shutil.which("unshare")):
-                notes.append("orphan stage skipped: needs root and unshare(1).")
-                continue
-            try:
-                results[stage] = stages[stage]()
-            except (BenchError, OSError) as error:
-                notes.append(f"{stage} stage failed: {error}")
-                log(f"{stage} failed: {error}")
+        run_stages(stages, args.stages, results, notes, log, needs_root="orphans")
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
         return 130
