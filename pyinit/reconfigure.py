@@ -6,22 +6,24 @@ needs: the kubelet swaps a `..data` symlink atomically under the same name.
 
 Invalid: the error (file:line) is logged, STATUS=reload failed is sent
 upstream, and nothing running is touched. Valid: `reload_plan.plan()` says
-what differs and this module applies it to the supervisor:
+what differs, and this module writes it into the desired state in one go;
+the supervisor's reconcile step then moves the workers towards it:
 
-    removed    stopped gracefully (stop_signal, SIGKILL after grace), forgotten
-    added      started as soon as their `after` is met
-    changed    restarted with the new definition
-    scaled     worker count changed: highest ids stop first, new ids start
+    removed    moved to `retiring`: stopped gracefully, never started again
+    added      a new unit, started as soon as its `after` is met
+    changed    the new spec and a new generation: its workers are replaced
+    scaled     the new worker count: highest ids stop first, new ids start
     unchanged  their reload mode (reload_signal, Service.reload(), restart)
+
+Nothing is started or stopped while the desired state is half written.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from typing import TYPE_CHECKING
 
-from pyinit.unit import Unit, WorkerState
+from pyinit.unit import Unit
 
 if TYPE_CHECKING:
     from pyinit.supervisor import Supervisor
@@ -39,43 +41,48 @@ def apply_new_config(supervisor: Supervisor) -> str:
     try:
         new = load(os.environ, old.path)
     except ConfigError as error:
-        log.error(f"reload refused, still running the previous configuration: {error}")
-        if supervisor.upstream is not None:
-            supervisor.upstream.status(f"reload failed: {error}")
-        return f"reload failed: {error}"
+        return _refused(supervisor, str(error))
+    if not new.services and not any(unit.main for unit in supervisor.units.values()):
+        # As at start: a file with no services is a mistake, not "stop everything".
+        return _refused(supervisor, f"{old.path}: no services defined")
 
     changes = plan(old, new)
-    summary = describe(changes)
-    log.info(summary, event="reload")
-    now = time.monotonic()
+    log.info(describe(changes), event="reload")
     units = supervisor.units
-
     for name in changes.removed:
-        supervisor.stop_service(name)  # their exits still reach the reaper
-        del units[name]
+        unit = units.pop(name, None)
+        if unit is not None:
+            unit.enabled = False
+            supervisor.retiring.append(unit)
     for name in changes.changed:
-        unit = units[name]
-        unit.spec = new.services[name]
-        supervisor.scale(name, unit.spec.workers)
-        for worker in unit.alive_workers():
-            if worker.state is not WorkerState.STOPPING:
-                worker.after_exit = "respawn"
-                supervisor.stop_worker(worker, now + supervisor.grace_of(unit))
-    for name, (_, workers) in changes.scaled.items():
+        units[name].redefine(new.services[name])
+    for name in changes.scaled:
         units[name].spec = new.services[name]
-        supervisor.scale(name, workers)
-    supervisor.reload_units([units[name] for name in changes.unchanged if name in units])
 
-    # New units go in before the main command, which stays last.
+    # The units in the new start order, the main command last.
     main = {name: unit for name, unit in units.items() if unit.main}
-    for name in main:
-        del units[name]
-    for name in changes.added:
-        units[name] = Unit(new.services[name])
+    ordered = {
+        name: units.get(name) or Unit(new.services[name])
+        for layer in start_order(new)
+        for name in layer
+    }
+    units.clear()
+    units.update(ordered)
     units.update(main)
     supervisor.config = new
     if "grace" not in supervisor.options.explicit and new.settings.grace is not None:
         supervisor.grace = new.settings.grace
     supervisor.layers = [list(layer) for layer in start_order(new)] + [[n] for n in main]
-    supervisor.start_due_units()
-    return summary
+    supervisor.reload_units([units[name] for name in changes.unchanged])
+    return describe(changes)
+
+
+def _refused(supervisor: Supervisor, reason: str) -> str:
+    """Keep the running configuration; say why everywhere a user looks."""
+    supervisor.log.error(
+        f"reload refused, still running the previous configuration: {reason}",
+        event="reload_failed",
+    )
+    if supervisor.upstream is not None:
+        supervisor.upstream.status(f"reload failed: {reason}")
+    return f"reload failed: {reason}"

@@ -12,13 +12,29 @@ event reaches it from the loop, through these doors:
     probes              tcp/file/exec readiness checks (readiness.py)
     _Controls           `pyinit ctl` and the health port (control.py)
 
+Design: desired state and one reconcile step
+---------------------------------------------
+The configuration is the desired state: each `Unit` says which worker ids
+should exist (`workers`), which definition they run (`generation`), and
+whether the service may run at all (`enabled`, its `after` met). Workers
+are the actual state. Every event handler only records what happened (a
+worker exited, a reload replaced a spec, `ctl stop` disabled a unit) and
+then calls `reconcile()`, the one place that starts and stops workers to
+move the actual state towards the desired one. It walks snapshots, never
+the sets it changes, and re-runs itself when a start makes something ready
+at once. Services removed by a reload go to `retiring` and are stopped
+there; nothing they do can start them again. (Kubernetes controllers,
+s6-rc and systemd's job engine work this way, for the same reason: five
+event handlers that each patch the running set drift apart.)
+
 Order: services start in layers (`after`); a layer starts when what it
 names is satisfied (ready, or a oneshot that exited 0). COMMAND, when
 given, starts once every service has been started and its exit ends
 pyinit. Shutdown walks the layers backwards, each worker getting its stop
 signal and SIGKILL at its grace, all within the largest grace; then every
 descendant left (orphans included) is stopped the same way, so nothing
-outlives pyinit.
+outlives pyinit. A backstop timer past that deadline ends the shutdown
+even if a bug left it waiting.
 
 Spawning uses subprocess.Popen (user, group, cwd need it), but the Popen
 objects are never waited on: once anything calls waitpid(-1), Popen's own
@@ -51,14 +67,23 @@ if TYPE_CHECKING:
     from pyinit.notify import Downstream, Upstream
     from pyinit.services_model import Config
 
-#: Variables of pyinit's own environment that children must not see.
+#: Variables of pyinit's own environment that children must not see; so are
+#: all `PYINIT_*` ones (pyinit's configuration: a pyinit or a ServiceManager
+#: started inside a service must not start the same services again).
 PRIVATE_VARIABLES = (
     "NOTIFY_SOCKET",  # upstream's: a service may get pyinit's own instead
     "WATCHDOG_USEC",  # likewise: a service with `watchdog` gets its own
     "WATCHDOG_PID",
-    "PYINIT_SERVICES",
-    "PYINIT_CONFIG",
 )
+
+
+def child_environment(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """pyinit's environment as its services see it (see PRIVATE_VARIABLES)."""
+    return {
+        k: v
+        for k, v in environ.items()
+        if k not in PRIVATE_VARIABLES and not k.startswith("PYINIT_")
+    }
 
 
 class Supervisor:
@@ -80,14 +105,18 @@ class Supervisor:
                 ServiceSpec(name=name, command=tuple(options.command)), main=True
             )
             self.layers.append([name])
+        # Units removed by a reload whose workers are still stopping.
+        self.retiring: list[Unit] = []
         self.by_pid: dict[int, Worker] = {}
         self.checks: dict[int, Worker] = {}  # exec readiness checks running, by pid
-        self.base_env = {k: v for k, v in os.environ.items() if k not in PRIVATE_VARIABLES}
+        self.base_env = child_environment(os.environ)
         self.exit_code: int | None = None
         self.shutting_down = False
         self._stop_layers: list[list[str]] = []
         self._deadline: float | None = None
-        self._sweep_timer: object = None
+        self._sweep_started = False
+        self._reconciling = False  # reconcile() is running
+        self._reconcile_again = False  # ... and something asked for another pass
         # ServiceManager's callbacks by kind: terminate, reload, new_worker, dead_worker.
         self.hooks: dict[str, list[Callable[..., object]]] = {}
         self.config = config
@@ -101,7 +130,6 @@ class Supervisor:
         self.servers: list[object] = []  # control socket, health port: closed at exit
         self._ready_sent = False
         self._status_text = ""
-        self._starting_units = False  # start_due_units() is running
 
     # -- starting ------------------------------------------------------------
 
@@ -118,8 +146,7 @@ class Supervisor:
             interval = self.upstream.watchdog_interval()
             if interval:
                 self._upstream_watchdog(interval)
-        self.start_due_units()
-        self._readiness_changed()
+        self.reconcile()
 
     def _start_servers(self) -> None:
         """`pyinit ctl` and the health port; a failure here is logged, not fatal."""
@@ -152,38 +179,124 @@ class Supervisor:
         self.upstream.watchdog()
         self.loop.call_later(interval, lambda: self._upstream_watchdog(interval))
 
-    def start_due_units(self) -> None:
-        """Start units whose `after` is met, until a pass starts nothing new.
+    # -- the reconcile step ------------------------------------------------------
 
-        Called after anything that can satisfy a dependency: a worker became
-        ready or a oneshot exited 0. A worker that is ready at once calls back
-        in here from inside the pass; the pass already goes round again after
-        starting anything, so that nested call returns at once (no recursion
-        as deep as the number of services).
+    def reconcile(self) -> None:
+        """Start and stop workers until what runs is what the units want.
+
+        Called after every event. Re-entrant calls (a worker that is ready at
+        once, from inside a start) only ask for one more pass, so no recursion
+        grows with the number of services. Each pass walks the units in start
+        order over snapshots; an exception in one unit is logged and the
+        others are still reconciled: PID 1 must not stall on one bad service.
         """
-        if self._starting_units:
+        if self._reconciling:
+            self._reconcile_again = True
             return
-        self._starting_units = True
+        self._reconciling = True
         try:
-            progress = True
-            while progress and not self.shutting_down:
-                progress = False
-                for unit in self.units.values():
-                    if unit.started or not self._deps_met(unit):
-                        continue
-                    unit.started = progress = True
-                    if unit.spec.schedule is not None:
-                        self._schedule_next_run(unit, first=True)
-                    else:
-                        for worker in unit.workers.values():
-                            self._spawn(worker)
+            passes = 0
+            while True:
+                self._reconcile_again = False
+                self._reconcile_pass()
+                passes += 1
+                # Each extra pass is caused by a start that made a unit ready;
+                # there are at most as many as units, but never loop forever.
+                if not self._reconcile_again or passes > len(self.units) + 1:
+                    break
         finally:
-            self._starting_units = False
+            self._reconciling = False
+        self._readiness_changed()
+
+    def _reconcile_pass(self) -> None:
+        for unit in list(self.retiring):
+            self._guard(unit, self._retire)
+        if self.shutting_down:
+            return
+        for name in [name for layer in self.layers for name in layer]:
+            current = self.units.get(name)
+            if current is not None:
+                self._guard(current, self._reconcile_unit)
+
+    def _guard(self, unit: Unit, step: Callable[[Unit], None]) -> None:
+        try:
+            step(unit)
+        except Exception:
+            self.log.exception(f"{unit.name}: internal error; other services carry on")
+
+    def _retire(self, unit: Unit) -> None:
+        """A unit a reload removed: stop what still runs, then forget it."""
+        if unit.schedule_timer is not None:
+            unit.schedule_timer.cancel()
+            unit.schedule_timer = None
+        for worker in list(unit.workers.values()):
+            self._remove_worker(worker)
+        if not unit.workers:
+            self.retiring.remove(unit)
+
+    def _remove_worker(self, worker: Worker) -> None:
+        """Stop a worker that is no longer wanted; forget it once it is gone."""
+        if worker.state in (WorkerState.STARTING, WorkerState.RUNNING):
+            self.stop_worker(worker, self._stop_deadline(worker.unit))
+        elif worker.state is not WorkerState.STOPPING:
+            worker.cancel_timer()
+            worker.stop_watching()
+            del worker.unit.workers[worker.worker_id]
+
+    def _reconcile_unit(self, unit: Unit) -> None:
+        spec = unit.spec
+        for worker_id, worker in list(unit.workers.items()):
+            if worker_id >= spec.workers:
+                self._remove_worker(worker)  # scaled down: highest ids go
+        for worker_id in range(spec.workers):
+            if worker_id not in unit.workers:
+                unit.workers[worker_id] = Worker(unit, worker_id)
+        if not unit.enabled:  # `pyinit ctl stop`
+            self._hold_stopped(unit)
+            return
+        if not unit.started:
+            if not self._deps_met(unit):
+                return
+            unit.started = True
+        for worker in list(unit.workers.values()):
+            if worker.generation != unit.generation and worker.state in (
+                WorkerState.STARTING,
+                WorkerState.RUNNING,
+            ):
+                self.stop_worker(worker, self._stop_deadline(unit))  # replaced by a reload
+        if spec.schedule is not None:
+            if unit.scheduled_generation != unit.generation:
+                if unit.schedule_timer is not None:
+                    unit.schedule_timer.cancel()
+                first = unit.scheduled_generation < 0
+                unit.scheduled_generation = unit.generation
+                self._schedule_next_run(unit, first=first)
+            return
+        for worker in list(unit.workers.values()):
+            if worker.state is WorkerState.STOPPED and worker.worker_id < spec.workers:
+                self._spawn(worker)
+
+    def _hold_stopped(self, unit: Unit) -> None:
+        """A disabled unit: nothing runs, nothing is due."""
+        if unit.schedule_timer is not None:
+            unit.schedule_timer.cancel()
+            unit.schedule_timer = None
+        unit.scheduled_generation = -1
+        for worker in unit.workers.values():
+            if worker.state in (WorkerState.STARTING, WorkerState.RUNNING):
+                self.stop_worker(worker, self._stop_deadline(unit))
+            elif worker.state is WorkerState.BACKOFF:
+                worker.cancel_timer()
+                worker.state = WorkerState.STOPPED  # BACKOFF -> STOPPED
 
     def _deps_met(self, unit: Unit) -> bool:
         if unit.main:
             return all(u.started for u in self.units.values() if not u.main)
-        return all(self.units[name].is_satisfied() for name in unit.spec.after)
+        for name in unit.spec.after:
+            dependency = self.units.get(name)
+            if dependency is None or not dependency.is_satisfied():
+                return False
+        return True
 
     def _spawn(self, worker: Worker) -> None:
         """Start one worker: STOPPED/BACKOFF/EXITED/FAILED -> STARTING (then
@@ -204,13 +317,22 @@ class Supervisor:
                 spec.py_class, spec.name, worker.worker_id, spec.args, spec.kwargs
             )
             env.update(extra_env)
+            # The worker logs as pyinit does (its own PYINIT_* are not passed on).
+            env["PYINIT_LOG_LEVEL"] = self.options.log_level
+            env["PYINIT_LOG_FORMAT"] = self.options.log_format
         else:
             assert spec.command is not None
             argv = list(spec.command)
-        pipes = self._output_pipes(worker) if spec.output is not OutputMode.INHERIT else None
         worker.started_at = time.monotonic()
-        user, group, extra_groups = _credentials(spec)
+        worker.generation = worker.unit.generation
+        worker.failing = worker.restart_on_clean_exit = False
+        pipes = None
         try:
+            # Inside the try: out of descriptors (EMFILE) is a failed start
+            # of this worker, restarted by its policy, never PID 1's death.
+            if spec.output is not OutputMode.INHERIT:
+                pipes = self._output_pipes(worker)
+            user, group, extra_groups = _credentials(spec)
             process = subprocess.Popen(
                 argv,
                 env=env,
@@ -222,7 +344,7 @@ class Supervisor:
                 group=group,
                 extra_groups=extra_groups,
             )
-        except (OSError, ValueError, subprocess.SubprocessError) as error:
+        except (OSError, ValueError, KeyError, subprocess.SubprocessError) as error:
             self._close_relays(worker)
             code = 127 if isinstance(error, FileNotFoundError) else 126
             if worker.unit.main and isinstance(error, OSError):
@@ -236,8 +358,11 @@ class Supervisor:
                 event="spawn_failed",
                 exit_code=code,
             )
-            worker.state = WorkerState.RUNNING  # so the exit below is read as a death
-            self.loop.call_later(0, lambda: self._on_exit(worker, ExitStatus(code, None)))
+            # Judged by the restart policy as a death, from the loop (not from
+            # inside this reconcile pass: a policy without backoff would spin).
+            worker.state = WorkerState.BACKOFF
+            status = ExitStatus(code, None)
+            worker.timer = self.loop.call_later(0, lambda: self._on_spawn_failed(worker, status))
             return
         finally:
             if pipes:
@@ -297,8 +422,7 @@ class Supervisor:
             )
         if spec.watchdog:
             self._arm_watchdog(worker)
-        self.start_due_units()
-        self._readiness_changed()
+        self.reconcile()  # what waited for it may start
 
     def _not_ready_in_time(self, worker: Worker) -> None:
         worker.ready_timer = None
@@ -330,8 +454,8 @@ class Supervisor:
             worker=worker.worker_id,
             event=event,
         )
-        worker.after_exit = "policy"
-        self.stop_worker(worker, time.monotonic() + self.grace_of(worker.unit))
+        self.stop_worker(worker, self._stop_deadline(worker.unit))
+        worker.failing = True
 
     def _spawn_check(self, argv: list[str], worker: Worker) -> int:
         """Start an exec readiness check; its exit reaches the probe through _reap."""
@@ -387,11 +511,12 @@ class Supervisor:
     # -- what `pyinit ctl` asks for (control.Controlled) ----------------------------
 
     def status(self) -> list[dict[str, object]]:
-        """One row per worker, for `pyinit ctl status`."""
+        """One row per worker, for `pyinit ctl status` (removed services still
+        stopping included: nothing runs that status does not show)."""
         now = time.monotonic()
         rows: list[dict[str, object]] = []
-        for unit in self.units.values():
-            for worker in unit.workers.values():
+        for unit in [*self.units.values(), *self.retiring]:
+            for worker in list(unit.workers.values()):
                 alive = worker.state in ALIVE
                 rows.append(
                     {
@@ -414,51 +539,43 @@ class Supervisor:
         return self.units[name]
 
     def start_service(self, name: str) -> str:
-        """`ctl start NAME`: start its workers that are not running."""
+        """`ctl start NAME`: run it again, whatever its `after` and past failures say."""
         unit = self._unit(name)
         if self.shutting_down:
             return "shutting down: not starting anything"
-        unit.started = True
-        unit.restarts.clear()
-        started = 0
-        for worker in unit.workers.values():
-            if worker.state not in ALIVE:
-                worker.cancel_timer()
-                self._spawn(worker)
-                started += 1
-        if unit.spec.schedule is not None and unit.schedule_timer is None:
-            self._schedule_next_run(unit)
+        before = len(unit.alive_workers())
+        self._enable(unit)
+        self.reconcile()
+        started = max(0, len(unit.alive_workers()) - before)
         return f"{name}: started {started} worker(s)"
+
+    def _enable(self, unit: Unit) -> None:
+        unit.enabled = unit.started = True
+        unit.restarts.clear()
+        for worker in unit.workers.values():
+            if worker.state in (WorkerState.FAILED, WorkerState.EXITED, WorkerState.BACKOFF):
+                worker.cancel_timer()
+                worker.state = WorkerState.STOPPED
 
     def stop_service(self, name: str) -> str:
         """`ctl stop NAME`: stop it gracefully; it stays stopped until `ctl start`."""
         unit = self._unit(name)
-        if unit.schedule_timer is not None:
-            unit.schedule_timer.cancel()
-            unit.schedule_timer = None
-        now = time.monotonic()
-        stopping = 0
-        for worker in unit.workers.values():
-            if worker.state is WorkerState.BACKOFF:
-                worker.cancel_timer()
-                worker.state = WorkerState.STOPPED  # BACKOFF -> STOPPED
-            elif worker.state in (WorkerState.STARTING, WorkerState.RUNNING):
-                self.stop_worker(worker, now + self.grace_of(unit))
-                stopping += 1
-        self._readiness_changed()
+        unit.enabled = False
+        running = (WorkerState.STARTING, WorkerState.RUNNING)
+        stopping = sum(1 for w in unit.workers.values() if w.state in running)
+        self.reconcile()
         return f"{name}: stopping {stopping} worker(s)"
 
     def restart_service(self, name: str) -> str:
         """`ctl restart NAME`: stop each worker and start it again, same ids."""
         unit = self._unit(name)
-        now = time.monotonic()
-        for worker in unit.workers.values():
+        if self.shutting_down:
+            return "shutting down: not restarting anything"
+        self._enable(unit)
+        for worker in list(unit.workers.values()):
             if worker.state in (WorkerState.STARTING, WorkerState.RUNNING):
-                worker.after_exit = "respawn"
-                self.stop_worker(worker, now + self.grace_of(unit))
-            elif worker.state is not WorkerState.STOPPING and not self.shutting_down:
-                worker.cancel_timer()
-                self._spawn(worker)
+                self.stop_worker(worker, self._stop_deadline(unit))  # STOPPED on exit, then started
+        self.reconcile()
         return f"{name}: restarting"
 
     def send_signal(self, name: str, signum: int) -> str:
@@ -473,13 +590,6 @@ class Supervisor:
         """Everything ready: what `pyinit ctl ready` and /readyz report."""
         return not self.shutting_down and all(u.is_satisfied() for u in self.units.values())
 
-    def _respawn(self, worker: Worker) -> None:
-        """Start a worker again (restart, reload, backoff over), then what waited for it."""
-        if self.shutting_down:
-            return
-        self._spawn(worker)
-        self.start_due_units()
-
     def _run_hooks(self, kind: str, *args: object) -> None:
         for hook in self.hooks.get(kind, ()):
             try:
@@ -491,44 +601,34 @@ class Supervisor:
         """Run `workers` workers of `name`: new ids start, the highest ids stop first."""
         import dataclasses
 
-        unit = self.units[name]
+        unit = self._unit(name)
         unit.spec = dataclasses.replace(unit.spec, workers=workers)
-        now = time.monotonic()
-        for worker_id in sorted(unit.workers, reverse=True):
-            if worker_id < workers:
-                break
-            worker = unit.workers[worker_id]
-            if worker.state in ALIVE:
-                if worker.state is not WorkerState.STOPPING:
-                    self.stop_worker(worker, now + self.grace_of(unit))
-            else:
-                worker.cancel_timer()
-                del unit.workers[worker_id]
-        for worker_id in range(workers):
-            if worker_id not in unit.workers:
-                unit.workers[worker_id] = Worker(unit, worker_id)
-                if unit.started and not self.shutting_down:
-                    self._spawn(unit.workers[worker_id])
         self.log.info(f"{name}: scaled to {workers} worker(s)", service=name, event="scaled")
+        self.reconcile()
 
     def _output_pipes(self, worker: Worker) -> tuple[int, int]:
         """Relays for prefix/json output; returns the child's (stdout, stderr) ends."""
         from pyinit.output import OutputRelay, make_pipe
 
-        ends = []
-        for stream in ("stdout", "stderr"):
-            read_end, write_end = make_pipe()
-            worker.relays.append(
-                OutputRelay(
-                    self.loop,
-                    read_end,
-                    service=worker.unit.name,
-                    worker=worker.worker_id,
-                    stream=stream,
-                    mode=worker.unit.spec.output,
+        ends: list[int] = []
+        try:
+            for stream in ("stdout", "stderr"):
+                read_end, write_end = make_pipe()
+                ends.append(write_end)
+                worker.relays.append(
+                    OutputRelay(
+                        self.loop,
+                        read_end,
+                        service=worker.unit.name,
+                        worker=worker.worker_id,
+                        stream=stream,
+                        mode=worker.unit.spec.output,
+                    )
                 )
-            )
-            ends.append(write_end)
+        except OSError:  # out of descriptors: give back what was taken
+            for fd in ends:
+                os.close(fd)
+            raise
         return ends[0], ends[1]
 
     def _close_relays(self, worker: Worker) -> None:
@@ -541,7 +641,7 @@ class Supervisor:
     def _schedule_next_run(self, unit: Unit, *, first: bool = False) -> None:
         schedule = unit.spec.schedule
         assert schedule is not None
-        if not unit.workers:
+        if unit.spec.workers < 1:
             return  # workers = 0: defined, but not run
         if first and schedule.run_on_start:
             delay = 0.0
@@ -560,9 +660,12 @@ class Supervisor:
         unit.schedule_timer = self.loop.call_later(delay, lambda: self._run_periodic(unit))
 
     def _run_periodic(self, unit: Unit) -> None:
-        if self.shutting_down:
+        unit.schedule_timer = None
+        if self.shutting_down or not unit.enabled or self.units.get(unit.name) is not unit:
             return
-        worker = unit.workers[0]
+        worker = unit.workers.get(0)
+        if worker is None:
+            return
         if worker.state in ALIVE:
             self.log.info(
                 f"{unit.name}: previous run still going; this run is skipped",
@@ -570,6 +673,7 @@ class Supervisor:
                 event="skipped",
             )
         else:
+            worker.cancel_timer()
             self._spawn(worker)
         self._schedule_next_run(unit)
 
@@ -580,15 +684,18 @@ class Supervisor:
         reap_needed = False
         previous = 0
         for signum in received:
-            if signum == signals.SIGCHLD:
-                reap_needed = True
-            elif signum in signals.STOP_SIGNALS:
-                self._on_stop_signal(signum)
-            elif signum == signals.SIGHUP:
-                if previous != signals.SIGHUP:  # a burst of SIGHUPs is one reload
-                    self.reload()
-            else:
-                self._forward(signum)
+            try:
+                if signum == signals.SIGCHLD:
+                    reap_needed = True
+                elif signum in signals.STOP_SIGNALS:
+                    self._on_stop_signal(signum)
+                elif signum == signals.SIGHUP:
+                    if previous != signals.SIGHUP:  # a burst of SIGHUPs is one reload
+                        self.reload()
+                else:
+                    self._forward(signum)
+            except Exception:  # one signal's bug must not swallow the rest of the batch
+                self.log.exception(f"internal error handling signal {signum}; carrying on")
             previous = signum
         if reap_needed:
             self._reap()
@@ -600,8 +707,10 @@ class Supervisor:
             self._kill_everything()
             return
         self.log.info(f"received {name}: stopping all services", event="stopping", signal=name)
-        self._run_hooks("terminate")
-        self.shutdown(0)
+        try:
+            self._run_hooks("terminate")
+        finally:
+            self.shutdown(0)
 
     def _forward(self, signum: int) -> None:
         for worker in list(self.by_pid.values()):
@@ -625,7 +734,7 @@ class Supervisor:
             return apply_new_config(self)
         finally:
             self._run_hooks("reload")
-            self._readiness_changed()
+            self.reconcile()
 
     def reload_units(self, units: list[Unit]) -> None:
         """Each unit's reload mode: its reload_signal, a restart, or nothing."""
@@ -633,14 +742,16 @@ class Supervisor:
             mode = unit.spec.reload
             if unit.main or mode is ReloadMode.NONE:
                 continue
-            for worker in unit.alive_workers():
+            for worker in unit.workers.values():
+                if worker.state not in (WorkerState.STARTING, WorkerState.RUNNING):
+                    continue
                 if mode is ReloadMode.RESTART:
-                    worker.after_exit = "respawn"
-                    self.stop_worker(worker, time.monotonic() + self.grace_of(unit))
+                    # Its exit leaves it STOPPED, and reconcile starts it again.
+                    self.stop_worker(worker, self._stop_deadline(unit))
                 else:
                     # A Service class without reload() exits 0 on SIGHUP and is
                     # started again, same worker id (SPEC 3).
-                    worker.after_exit = "respawn" if unit.spec.py_class is not None else ""
+                    worker.restart_on_clean_exit = unit.spec.py_class is not None
                     signals.send(worker.pid, unit.spec.reload_signal, group=True)
 
     def _reap(self) -> None:
@@ -652,12 +763,13 @@ class Supervisor:
                 continue
             worker = self.by_pid.pop(pid, None)
             if worker is None:
-                self.log.debug(f"reaped orphan pid {pid} ({status.describe()})", pid=pid)
+                if self.log.enabled("debug"):
+                    self.log.debug(f"reaped orphan pid {pid} ({status.describe()})", pid=pid)
                 continue
             if worker.process is not None:
                 worker.process.returncode = status.shell_code  # type: ignore[attr-defined]
-            self._close_relays(worker)
             try:
+                self._close_relays(worker)
                 self._on_exit(worker, status)
             except Exception:
                 self.log.exception(
@@ -666,13 +778,21 @@ class Supervisor:
         if self.shutting_down:
             self._continue_shutdown()
         else:
-            self._readiness_changed()  # a stopped or dead worker changes N/M
+            self.reconcile()
 
     def _on_exit(self, worker: Worker, status: ExitStatus) -> None:
-        """The one place a worker's death is interpreted (supervisord's finish())."""
+        """The one place a worker's death is interpreted (supervisord's finish()).
+
+        It only records the new actual state; reconcile() then decides what
+        runs next. A worker pyinit stopped becomes STOPPED, and it starts
+        again only if its unit still wants it (a restart, a changed
+        definition); a death on its own goes through the restart policy.
+        """
         unit = worker.unit
+        pid = worker.pid
         worker.last_exit = status
         worker.pid = 0
+        worker.process = None
         was = worker.state
         worker.cancel_timer()
         worker.stop_watching()
@@ -680,35 +800,53 @@ class Supervisor:
             f"{worker.label}: {status.describe()}",
             service=unit.name,
             worker=worker.worker_id,
+            pid=pid,
             event="exited",
             exit_code=status.code,
             signal=signals.signal_name(status.signal) if status.signal else None,
         )
         self._run_hooks("dead_worker", unit.name, worker.worker_id, status.shell_code)
-        after, worker.after_exit = worker.after_exit, ""
-        if was is WorkerState.STOPPING and not after:
-            worker.state = WorkerState.STOPPED  # STOPPING -> STOPPED
-            if worker.worker_id >= unit.spec.workers:
-                del unit.workers[worker.worker_id]  # scaled down
-            return
+        failing, worker.failing = worker.failing, False
+        clean_restart, worker.restart_on_clean_exit = worker.restart_on_clean_exit, False
         if unit.main:
             worker.state = WorkerState.EXITED
             code = status.shell_code
             self.shutdown(0 if code in self.options.remap_exit else code)
             return
+        if (was is WorkerState.STOPPING and not failing) or self.shutting_down:
+            worker.state = WorkerState.STOPPED  # STOPPING -> STOPPED
+            return
+        if clean_restart and status.shell_code == 0:
+            worker.state = WorkerState.STOPPED  # a reload asked it to exit: start afresh
+            return
+        self._apply_policy(worker, status)
+
+    def _on_spawn_failed(self, worker: Worker, status: ExitStatus) -> None:
+        """A start that failed (command not found, out of fds) counts as a death."""
+        worker.timer = None
+        if worker.state is not WorkerState.BACKOFF:
+            return
+        worker.last_exit = status
+        if worker.unit.main:
+            worker.state = WorkerState.EXITED
+            self.shutdown(status.shell_code)
+            return
         if self.shutting_down:
             worker.state = WorkerState.STOPPED
             return
-        if after == "respawn" and (status.shell_code == 0 or was is WorkerState.STOPPING):
-            self._respawn(worker)  # -> STARTING: a reload or `ctl restart` asked it to go
-            return
+        self._apply_policy(worker, status)
+        self.reconcile()
+
+    def _apply_policy(self, worker: Worker, status: ExitStatus) -> None:
+        """After a death on its own: restart now (STOPPED), later (BACKOFF), or not."""
+        unit = worker.unit
         decision, delay = unit.decide(worker, status, time.monotonic())
         if decision is Decision.RESTART:
             worker.restarts += 1
             if delay <= 0:
-                self._respawn(worker)  # RUNNING -> STARTING
+                worker.state = WorkerState.STOPPED  # reconcile starts it again now
                 return
-            worker.state = WorkerState.BACKOFF  # RUNNING -> BACKOFF
+            worker.state = WorkerState.BACKOFF
             self.log.info(
                 f"{worker.label}: restarting in {delay:g} s",
                 service=unit.name,
@@ -716,12 +854,11 @@ class Supervisor:
                 event="restarting",
                 delay=delay,
             )
-            worker.timer = self.loop.call_later(delay, lambda: self._respawn(worker))
+            worker.timer = self.loop.call_later(delay, lambda: self._backoff_over(worker))
         elif decision is Decision.DONE:
-            worker.state = WorkerState.EXITED  # RUNNING -> EXITED
-            self.start_due_units()  # a oneshot that exited 0 may unblock others
+            worker.state = WorkerState.EXITED  # a oneshot that exited 0 may unblock others
         else:
-            worker.state = WorkerState.FAILED  # RUNNING -> FAILED
+            worker.state = WorkerState.FAILED
             self.log.error(
                 f"{unit.name}: failed ({status.describe()}); not restarting",
                 service=unit.name,
@@ -729,14 +866,25 @@ class Supervisor:
                 event="failed",
                 exit_code=status.shell_code,
             )
-            if unit.spec.critical:
+            if unit.spec.critical and self.units.get(unit.name) is unit:
                 self.log.error(f"{unit.name} is critical: shutting down", service=unit.name)
                 self.shutdown(status.shell_code)
+
+    def _backoff_over(self, worker: Worker) -> None:
+        worker.timer = None
+        if worker.state is WorkerState.BACKOFF:
+            worker.state = WorkerState.STOPPED
+            self.reconcile()
 
     # -- stopping ----------------------------------------------------------------------
 
     def grace_of(self, unit: Unit) -> float:
         return unit.spec.grace if unit.spec.grace is not None else self.grace
+
+    def _stop_deadline(self, unit: Unit) -> float | None:
+        """When a worker of `unit` stopped now gets SIGKILL (None: grace 0, never)."""
+        grace = self.grace_of(unit)
+        return time.monotonic() + grace if grace > 0 else None
 
     def shutdown(self, exit_code: int) -> None:
         """Stop everything in reverse start order, then exit with `exit_code`."""
@@ -746,13 +894,19 @@ class Supervisor:
         self.exit_code = exit_code
         if self.upstream is not None:
             self.upstream.stopping()
-        graces = [self.grace_of(u) for u in self.units.values()] or [self.grace]
+        units = [*self.units.values(), *self.retiring]
+        graces = [self.grace_of(u) for u in units] or [self.grace]
         now = time.monotonic()
         # The whole shutdown is bounded by the largest grace (0: wait forever).
         self._deadline = None if 0 in graces else now + max(graces)
-        for unit in self.units.values():
+        if self._deadline is not None:
+            # The backstop: whatever state a bug left behind, pyinit exits.
+            backstop = self._deadline + 2 * KILL_SETTLE_SECONDS
+            self.loop.call_at(backstop, self._on_backstop)
+        for unit in units:
             if unit.schedule_timer is not None:
                 unit.schedule_timer.cancel()
+                unit.schedule_timer = None
             for worker in unit.workers.values():
                 if worker.state is WorkerState.BACKOFF:
                     worker.cancel_timer()
@@ -764,19 +918,24 @@ class Supervisor:
         """Stop the next layer once the one after it is down; then sweep; then exit."""
         while self._stop_layers:
             layer = self._stop_layers[-1]
-            alive = [w for name in layer for w in self.units[name].alive_workers()]
+            units = [self.units[name] for name in layer if name in self.units]
+            alive = [w for unit in units for w in unit.alive_workers()]
             if alive:
-                now = time.monotonic()
                 for worker in alive:
                     if worker.state is not WorkerState.STOPPING:
-                        grace = self.grace_of(worker.unit)
-                        deadline = now + grace if grace > 0 else None
-                        if self._deadline is not None:
-                            deadline = min(deadline or self._deadline, self._deadline)
-                        self.stop_worker(worker, deadline)
+                        self.stop_worker(worker, self._shutdown_deadline(worker.unit))
                 return
             self._stop_layers.pop()
+        for unit in self.retiring:
+            if unit.alive_workers():
+                return  # removed by a reload, still stopping with their own grace
         self._sweep()
+
+    def _shutdown_deadline(self, unit: Unit) -> float | None:
+        deadline = self._stop_deadline(unit)
+        if self._deadline is not None:
+            deadline = min(deadline or self._deadline, self._deadline)
+        return deadline
 
     def stop_worker(self, worker: Worker, deadline: float | None) -> None:
         """RUNNING/STARTING -> STOPPING: stop signal now, SIGKILL at `deadline`."""
@@ -811,41 +970,64 @@ class Supervisor:
             event="abandoned",
         )
         self.by_pid.pop(worker.pid, None)
+        worker.pid = 0
         worker.state = WorkerState.STOPPED
         if self.shutting_down:
             self._continue_shutdown()
+        else:
+            self.reconcile()
 
     def _sweep(self) -> None:
-        """Every service is down: stop whatever descendants remain, then finish."""
-        left = reaper.descendants(os.getpid())
-        if not left:
-            if not reaper.has_children():
-                self.loop.stop()
+        """Every service is down: stop whatever descendants remain, then finish.
+
+        "Remain" is asked of the kernel (any child, zombie or not, of PID 1 or
+        a subreaper: every orphan is one), not of /proc, which may be missing.
+        """
+        if not reaper.has_children():
+            self.loop.stop()
             return
-        if self._sweep_timer is not None:
-            return
-        self.log.info(f"stopping {len(left)} leftover process(es)", event="sweep")
-        for pid in left:
-            signals.send(pid, signals.SIGTERM)
-        now = time.monotonic()
-        deadline = self._deadline if self._deadline is not None else now + (self.grace or 0)
-        if self._deadline is None and not self.grace:
+        if self._sweep_started:
+            return  # their deaths reach _reap, which calls back in here
+        self._sweep_started = True
+        self.log.info("stopping leftover processes", event="sweep")
+        self._signal_leftovers(signals.SIGTERM)
+        if self._deadline is None:
             return  # grace 0 everywhere: wait for them forever, as asked
-        self._sweep_timer = self.loop.call_at(max(deadline, now), self._sweep_kill)
+        now = time.monotonic()
+        self.loop.call_at(max(self._deadline, now), self._sweep_kill)
 
     def _sweep_kill(self) -> None:
-        left = reaper.descendants(os.getpid())
-        if left:
-            self.log.warning(f"sending SIGKILL to {len(left)} leftover process(es)", event="killed")
-            for pid in left:
-                signals.send(pid, signals.SIGKILL)
+        if reaper.has_children():
+            self.log.warning("sending SIGKILL to leftover processes", event="killed")
+            self._signal_leftovers(signals.SIGKILL)
         self.loop.call_later(KILL_SETTLE_SECONDS, self.loop.stop)
+
+    def _on_backstop(self) -> None:
+        """Past the deadline and the settle time: end the shutdown now."""
+        if self.loop.stopped:
+            return
+        self.log.error(
+            "shutdown did not finish by its deadline; killing what is left and exiting",
+            event="abandoned",
+        )
+        self._kill_everything()
+        self.loop.stop()
+
+    def _signal_leftovers(self, signum: int) -> None:
+        """Every descendant: as PID 1, kill(-1) reaches them all without /proc."""
+        if os.getpid() == 1:
+            try:
+                os.kill(-1, signum)
+            except OSError:
+                pass
+            return
+        for pid in reaper.descendants(os.getpid()):
+            signals.send(pid, signum)
 
     def _kill_everything(self) -> None:
         for worker in list(self.by_pid.values()):
             signals.send(worker.pid, signals.SIGKILL, group=True)
-        for pid in reaper.descendants(os.getpid()):
-            signals.send(pid, signals.SIGKILL)
+        self._signal_leftovers(signals.SIGKILL)
 
 
 def _credentials(spec: ServiceSpec) -> tuple[int | None, int | None, list[int] | None]:

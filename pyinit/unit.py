@@ -8,14 +8,19 @@ processes; `supervisor.py` does the I/O and calls in.
 A worker's states, and the edges between them (supervisord's process.py,
 with the names it made familiar):
 
-    STOPPED  --start-->           STARTING (spawned, not ready yet)
-    STARTING --ready-->           RUNNING
-    STARTING/RUNNING --exit-->    BACKOFF (restart due later), STARTING (restart
-                                  now), EXITED (done: oneshot, periodic run,
-                                  policy says no restart) or FAILED (gave up)
-    STARTING/RUNNING --stop-->    STOPPING (stop signal sent, kill timer armed)
-    STOPPING --exit-->            STOPPED
-    BACKOFF  --timer-->           STARTING;   BACKOFF --stop--> STOPPED
+    STOPPED  --reconcile starts it-->  STARTING (spawned, not ready yet)
+    STARTING --ready-->                RUNNING
+    STARTING/RUNNING --exit-->         STOPPED (restart now: the next reconcile
+                                       starts it), BACKOFF (restart due later),
+                                       EXITED (done: oneshot, periodic run,
+                                       policy says no restart) or FAILED (gave up)
+    STARTING/RUNNING --stop-->         STOPPING (stop signal sent, kill timer armed)
+    STOPPING --exit-->                 STOPPED
+    BACKOFF  --timer-->                STOPPED;   BACKOFF --stop--> STOPPED
+
+STOPPED means "no process, nothing pending": whether it should run is not the
+worker's to say but the supervisor's reconcile step, which compares it with
+the unit's desired state (enabled, its `after` met, its id below `workers`).
 """
 
 from __future__ import annotations
@@ -57,11 +62,16 @@ class Worker:
         self.started_at = 0.0
         self.instant_deaths = 0
         self.last_exit: ExitStatus | None = None
-        self.timer: Timer | None = None  # backoff, kill or schedule timer, one at a time
-        # What its next exit means when pyinit caused it: "respawn" (a reload or
-        # `ctl restart`: start it again at once), "policy" (not ready in time,
-        # watchdog silent: a failure, restarted by its policy), "" (a stop).
-        self.after_exit = ""
+        self.timer: Timer | None = None  # backoff or kill timer, one at a time
+        # The unit's `generation` this process was started from: an older one
+        # means a reload changed the definition, and reconcile replaces it.
+        self.generation = 0
+        # Set when pyinit stops it as a failure (not ready in time, watchdog
+        # silent): its exit then goes through the restart policy.
+        self.failing = False
+        # Set when a reload signal asks a Python worker without reload() to
+        # exit 0 and start afresh: that exit is a restart, not the policy's.
+        self.restart_on_clean_exit = False
         self.relays: list[object] = []  # output relays (prefix/json modes)
         self.ready_timer: Timer | None = None  # ready_timeout
         self.watchdog_timer: Timer | None = None
@@ -101,17 +111,34 @@ class Unit:
     """A service: its spec, its workers, and the restart history it shares."""
 
     def __init__(self, spec: ServiceSpec, *, main: bool = False) -> None:
-        # Replaced (never mutated) when the unit is scaled.
+        # The desired state. `spec` is replaced (never mutated) by a reload or
+        # a scale; `generation` counts the changes of definition (not of
+        # `workers`), so a worker started from an older one is replaced.
         self.spec = spec
+        self.generation = 0
+        self.enabled = True  # False after `pyinit ctl stop`, until `ctl start`
         self.main = main  # COMMAND given with services: its exit ends pyinit
+        # The actual state: one slot per worker id, including ids above
+        # `workers` whose process is still stopping after a scale down.
         self.workers = {i: Worker(self, i) for i in range(spec.workers)}
         self.restarts: deque[float] = deque()  # times of restarts inside restart_window
         self.started = False  # its `after` dependencies were met and it was started
         self.schedule_timer: Timer | None = None  # periodic: the next run
+        self.scheduled_generation = -1  # the generation the timer was armed for
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def redefine(self, spec: ServiceSpec) -> None:
+        """A reload changed the definition: what runs is replaced, and a worker
+        that had failed or finished gets another go with the new one."""
+        self.spec = spec
+        self.generation += 1
+        self.restarts.clear()
+        for worker in self.workers.values():
+            if worker.state in (WorkerState.FAILED, WorkerState.EXITED):
+                worker.state = WorkerState.STOPPED
 
     def alive_workers(self) -> list[Worker]:
         return [w for w in self.workers.values() if w.state in ALIVE]
