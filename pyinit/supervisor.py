@@ -268,9 +268,10 @@ class Supervisor:
             if unit.scheduled_generation != unit.generation:
                 if unit.schedule_timer is not None:
                     unit.schedule_timer.cancel()
+                    unit.schedule_timer = None
                 first = unit.scheduled_generation < 0
-                unit.scheduled_generation = unit.generation
-                self._schedule_next_run(unit, first=first)
+                if self._schedule_next_run(unit, first=first):
+                    unit.scheduled_generation = unit.generation
             return
         for worker in list(unit.workers.values()):
             if worker.state is WorkerState.STOPPED and worker.worker_id < spec.workers:
@@ -638,11 +639,12 @@ class Supervisor:
 
     # -- periodic jobs ------------------------------------------------------------
 
-    def _schedule_next_run(self, unit: Unit, *, first: bool = False) -> None:
+    def _schedule_next_run(self, unit: Unit, *, first: bool = False) -> bool:
+        """Arm the timer of the next run; False if the unit has no worker to run."""
         schedule = unit.spec.schedule
         assert schedule is not None
         if unit.spec.workers < 1:
-            return  # workers = 0: defined, but not run
+            return False  # workers = 0: defined, but not run (scaling up schedules it)
         if first and schedule.run_on_start:
             delay = 0.0
         elif schedule.every is not None:
@@ -655,9 +657,10 @@ class Supervisor:
             due = next_cron_time(schedule.cron, now)
             if due is None:
                 self.log.warning(f"{unit.name}: cron {schedule.cron!r} never matches again")
-                return
+                return True
             delay = max(0.0, (due - now).total_seconds())
         unit.schedule_timer = self.loop.call_later(delay, lambda: self._run_periodic(unit))
+        return True
 
     def _run_periodic(self, unit: Unit) -> None:
         unit.schedule_timer = None
