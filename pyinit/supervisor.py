@@ -8,9 +8,9 @@ event reaches it from the loop, through these doors:
                         TERM/INT/QUIT -> shutdown, HUP -> reload)
     timer callbacks     backoff over, kill deadline, periodic run due,
                         ready_timeout, watchdog
-    _on_notify          a datagram on pyinit's own NOTIFY_SOCKET (notify.py)
-    probes              tcp/file/exec readiness checks (readiness.py)
-    _Controls           `pyinit ctl` and the health port (control.py)
+    readiness           READY=1 on pyinit's own NOTIFY_SOCKET, tcp/file/exec
+                        probes, watchdogs (readiness_watch.py)
+    verbs.Controls      `pyinit ctl` and the health port (control.py)
 
 Design: desired state and one reconcile step
 ---------------------------------------------
@@ -45,9 +45,7 @@ reaper hands back its status, which is then written into it.
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import subprocess
 import time
 from datetime import datetime
@@ -55,8 +53,17 @@ from typing import TYPE_CHECKING
 
 from pyinit import reaper, signals
 from pyinit.model import KILL_SETTLE_SECONDS, ExitStatus
-from pyinit.services_model import OutputMode, ReadinessKind, ReloadMode, ServiceSpec, start_order
+from pyinit.readiness_watch import ReadinessWatch
+from pyinit.service_process import (
+    child_environment,
+    start_process,
+    wants_notify,
+    worker_command,
+)
+from pyinit.services_model import OutputMode, ReloadMode, ServiceSpec, start_order
+from pyinit.shutdown import Shutdown
 from pyinit.unit import ALIVE, Decision, Unit, Worker, WorkerState
+from pyinit.verbs import Controls
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -66,24 +73,6 @@ if TYPE_CHECKING:
     from pyinit.model import Options
     from pyinit.notify import Downstream, Upstream
     from pyinit.services_model import Config
-
-#: Variables of pyinit's own environment that children must not see; so are
-#: all `PYINIT_*` ones (pyinit's configuration: a pyinit or a ServiceManager
-#: started inside a service must not start the same services again).
-PRIVATE_VARIABLES = (
-    "NOTIFY_SOCKET",  # upstream's: a service may get pyinit's own instead
-    "WATCHDOG_USEC",  # likewise: a service with `watchdog` gets its own
-    "WATCHDOG_PID",
-)
-
-
-def child_environment(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
-    """pyinit's environment as its services see it (see PRIVATE_VARIABLES)."""
-    return {
-        k: v
-        for k, v in environ.items()
-        if k not in PRIVATE_VARIABLES and not k.startswith("PYINIT_")
-    }
 
 
 class Supervisor:
@@ -108,13 +97,10 @@ class Supervisor:
         # Units removed by a reload whose workers are still stopping.
         self.retiring: list[Unit] = []
         self.by_pid: dict[int, Worker] = {}
-        self.checks: dict[int, Worker] = {}  # exec readiness checks running, by pid
         self.base_env = child_environment(os.environ)
         self.exit_code: int | None = None
         self.shutting_down = False
-        self._stop_layers: list[list[str]] = []
-        self._deadline: float | None = None
-        self._sweep_started = False
+        self._shutdown: Shutdown | None = None  # once shutting_down
         self._reconciling = False  # reconcile() is running
         self._reconcile_again = False  # ... and something asked for another pass
         # ServiceManager's callbacks by kind: terminate, reload, new_worker, dead_worker.
@@ -126,20 +112,19 @@ class Supervisor:
             from pyinit.notify import Upstream
 
             self.upstream = Upstream.from_environ(os.environ)
+        self.readiness = ReadinessWatch(self)
         self.downstream: Downstream | None = None  # pyinit's own notify socket
         self.servers: list[object] = []  # control socket, health port: closed at exit
-        self._ready_sent = False
-        self._status_text = ""
 
     # -- starting ------------------------------------------------------------
 
     def start(self) -> None:
         """Open the sockets, then start every unit whose `after` is met."""
-        if any(_wants_notify(u.spec) for u in self.units.values()):
+        if any(wants_notify(u.spec) for u in self.units.values()):
             from pyinit.notify import Downstream, default_notify_path
 
             path = default_notify_path()
-            self.downstream = Downstream(self.loop, path, self._on_notify, self.log)
+            self.downstream = Downstream(self.loop, path, self.readiness.on_notify, self.log)
             self.servers.append(self.downstream)
         self._start_servers()
         if self.upstream is not None:
@@ -155,13 +140,13 @@ class Supervisor:
 
         path = self.options.ctl_socket or default_socket_path(os.environ)
         try:
-            self.servers.append(ControlServer(self.loop, path, _Controls(self), self.log))
+            self.servers.append(ControlServer(self.loop, path, Controls(self), self.log))
         except OSError as error:
             self.log.warning(f"no control socket at {path} ({error}); pyinit ctl cannot reach us")
         if self.options.health_port is not None:
             address, port = self.options.health_port
             try:
-                controls = _Controls(self)
+                controls = Controls(self)
                 self.servers.append(HealthServer(self.loop, address, port, controls, self.log))
             except OSError as error:
                 self.log.error(f"cannot serve health probes on {address}:{port}: {error}")
@@ -206,7 +191,7 @@ class Supervisor:
                     break
         finally:
             self._reconciling = False
-        self._readiness_changed()
+        self.readiness.report()
 
     def _reconcile_pass(self) -> None:
         for unit in list(self.retiring):
@@ -237,7 +222,7 @@ class Supervisor:
     def _remove_worker(self, worker: Worker) -> None:
         """Stop a worker that is no longer wanted; forget it once it is gone."""
         if worker.state in (WorkerState.STARTING, WorkerState.RUNNING):
-            self.stop_worker(worker, self._stop_deadline(worker.unit))
+            self.stop_worker(worker, self.stop_deadline(worker.unit))
         elif worker.state is not WorkerState.STOPPING:
             worker.cancel_timer()
             worker.stop_watching()
@@ -263,7 +248,7 @@ class Supervisor:
                 WorkerState.STARTING,
                 WorkerState.RUNNING,
             ):
-                self.stop_worker(worker, self._stop_deadline(unit))  # replaced by a reload
+                self.stop_worker(worker, self.stop_deadline(unit))  # replaced by a reload
         if spec.schedule is not None:
             if unit.scheduled_generation != unit.generation:
                 if unit.schedule_timer is not None:
@@ -285,7 +270,7 @@ class Supervisor:
         unit.scheduled_generation = -1
         for worker in unit.workers.values():
             if worker.state in (WorkerState.STARTING, WorkerState.RUNNING):
-                self.stop_worker(worker, self._stop_deadline(unit))
+                self.stop_worker(worker, self.stop_deadline(unit))
             elif worker.state is WorkerState.BACKOFF:
                 worker.cancel_timer()
                 worker.state = WorkerState.STOPPED  # BACKOFF -> STOPPED
@@ -301,29 +286,11 @@ class Supervisor:
 
     def _spawn(self, worker: Worker) -> None:
         """Start one worker: STOPPED/BACKOFF/EXITED/FAILED -> STARTING (then
-        RUNNING once ready: _watch_readiness)."""
+        RUNNING once ready: readiness_watch.py)."""
         spec = worker.unit.spec
         worker.cancel_timer()
-        env = dict(self.base_env)
-        env.update(spec.env)
-        env["PYINIT_WORKER_ID"] = str(worker.worker_id)
-        if self.downstream is not None and _wants_notify(spec):
-            env["NOTIFY_SOCKET"] = self.downstream.path
-            if spec.watchdog:  # as systemd's WatchdogSec: sd_watchdog_enabled() reads it
-                env["WATCHDOG_USEC"] = str(int(spec.watchdog * 1_000_000))
-        if spec.py_class is not None:
-            from pyinit.worker import command_line
-
-            argv, extra_env = command_line(
-                spec.py_class, spec.name, worker.worker_id, spec.args, spec.kwargs
-            )
-            env.update(extra_env)
-            # The worker logs as pyinit does (its own PYINIT_* are not passed on).
-            env["PYINIT_LOG_LEVEL"] = self.options.log_level
-            env["PYINIT_LOG_FORMAT"] = self.options.log_format
-        else:
-            assert spec.command is not None
-            argv = list(spec.command)
+        notify_path = self.downstream.path if self.downstream is not None else None
+        argv, env = worker_command(spec, worker.worker_id, self.base_env, notify_path, self.options)
         worker.started_at = time.monotonic()
         worker.generation = worker.unit.generation
         worker.failing = worker.restart_on_clean_exit = False
@@ -333,18 +300,7 @@ class Supervisor:
             # of this worker, restarted by its policy, never PID 1's death.
             if spec.output is not OutputMode.INHERIT:
                 pipes = self._output_pipes(worker)
-            user, group, extra_groups = _credentials(spec)
-            process = subprocess.Popen(
-                argv,
-                env=env,
-                cwd=spec.cwd,
-                start_new_session=True,
-                stdout=pipes[0] if pipes else None,
-                stderr=pipes[1] if pipes else None,
-                user=user,
-                group=group,
-                extra_groups=extra_groups,
-            )
+            process = start_process(spec, argv, env, pipes)
         except (OSError, ValueError, KeyError, subprocess.SubprocessError) as error:
             self._close_relays(worker)
             code = 127 if isinstance(error, FileNotFoundError) else 126
@@ -381,211 +337,7 @@ class Supervisor:
             pid=process.pid,
             event="started",
         )
-        self._watch_readiness(worker)
-
-    # -- readiness ---------------------------------------------------------------
-
-    def _watch_readiness(self, worker: Worker) -> None:
-        """STARTING: ready at once (ready = none), or when a check or READY=1 says so."""
-        spec = worker.unit.spec
-        kind = spec.ready.kind
-        if kind is ReadinessKind.NONE:
-            self._mark_ready(worker)
-            return
-        if spec.ready_timeout > 0:
-            worker.ready_timer = self.loop.call_later(
-                spec.ready_timeout, lambda: self._not_ready_in_time(worker)
-            )
-        if kind is not ReadinessKind.NOTIFY:  # notify: READY=1 arrives on the socket
-            from pyinit.readiness import Probe
-
-            probe = Probe(
-                self.loop,
-                spec.ready,
-                on_ready=lambda: self._mark_ready(worker),
-                spawn_check=lambda argv: self._spawn_check(argv, worker),
-                log=self.log,
-                label=worker.label,
-            )
-            worker.probe = probe
-            probe.start()
-
-    def _mark_ready(self, worker: Worker) -> None:
-        """STARTING -> RUNNING: the worker is up; what waited for it may start."""
-        if worker.state is not WorkerState.STARTING:
-            return
-        worker.state = WorkerState.RUNNING
-        worker.stop_watching()
-        spec = worker.unit.spec
-        if spec.ready.kind is not ReadinessKind.NONE:
-            self.log.info(
-                f"{worker.label}: ready", service=spec.name, worker=worker.worker_id, event="ready"
-            )
-        if spec.watchdog:
-            self._arm_watchdog(worker)
-        self.reconcile()  # what waited for it may start
-
-    def _not_ready_in_time(self, worker: Worker) -> None:
-        worker.ready_timer = None
-        if worker.state is not WorkerState.STARTING:
-            return
-        self._fail_worker(
-            worker, f"not ready within {worker.unit.spec.ready_timeout:g} s", "ready_timeout"
-        )
-
-    def _arm_watchdog(self, worker: Worker) -> None:
-        if worker.watchdog_timer is not None:
-            worker.watchdog_timer.cancel()
-        assert worker.unit.spec.watchdog is not None
-        worker.watchdog_timer = self.loop.call_later(
-            worker.unit.spec.watchdog, lambda: self._watchdog_expired(worker)
-        )
-
-    def _watchdog_expired(self, worker: Worker) -> None:
-        worker.watchdog_timer = None
-        if worker.state is not WorkerState.RUNNING:
-            return
-        self._fail_worker(worker, f"no WATCHDOG=1 for {worker.unit.spec.watchdog:g} s", "watchdog")
-
-    def _fail_worker(self, worker: Worker, why: str, event: str) -> None:
-        """Stop a live worker as a failure: its exit goes through the restart policy."""
-        self.log.error(
-            f"{worker.label}: {why}; restarting it",
-            service=worker.unit.name,
-            worker=worker.worker_id,
-            event=event,
-        )
-        self.stop_worker(worker, self._stop_deadline(worker.unit))
-        worker.failing = True
-
-    def _spawn_check(self, argv: list[str], worker: Worker) -> int:
-        """Start an exec readiness check; its exit reaches the probe through _reap."""
-        from pyinit.spawn import SpawnError, spawn
-
-        try:
-            pid = spawn(argv, new_session=True)
-        except SpawnError as error:
-            self.log.warning(f"{worker.label}: readiness check cannot start: {error}")
-            return 0
-        self.checks[pid] = worker
-        return pid
-
-    def _on_notify(self, sender_pid: int, fields: dict[str, str]) -> None:
-        """A datagram on pyinit's notify socket; the kernel says who sent it."""
-        from pyinit.notify import resolve_sender
-
-        worker = resolve_sender(sender_pid, self.by_pid)
-        if worker is None:
-            self.log.debug(f"notify message from pid {sender_pid}, not a service: ignored")
-            return
-        if fields.get("READY") == "1":
-            self._mark_ready(worker)
-        if fields.get("WATCHDOG") == "1" and worker.watchdog_timer is not None:
-            self._arm_watchdog(worker)
-        if "STATUS" in fields:
-            worker.status_text = fields["STATUS"]
-        extend = fields.get("EXTEND_TIMEOUT_USEC", "")
-        if extend.isdigit() and worker.state is WorkerState.STOPPING:
-            # A Service's graceful_shutdown_timeout: move the SIGKILL deadline.
-            worker.cancel_timer()
-            if int(extend) < 2**64 - 1:
-                seconds = int(extend) / 1e6
-                worker.timer = self.loop.call_later(seconds, lambda: self._kill_worker(worker))
-
-    def _readiness_changed(self) -> None:
-        """Tell upstream: STATUS=N/M services ready, and READY=1 once all are."""
-        if self.shutting_down:
-            return
-        units = list(self.units.values())
-        ready = sum(1 for unit in units if unit.is_satisfied())
-        text = f"{ready}/{len(units)} services ready"
-        if self.upstream is not None:
-            if text != self._status_text:
-                self.upstream.status(text)
-            if ready == len(units) and not self._ready_sent:
-                self.upstream.ready()
-        if ready == len(units) and not self._ready_sent:
-            self._ready_sent = True
-            self.log.info("all services ready", event="ready")
-        self._status_text = text
-
-    # -- what `pyinit ctl` asks for (control.Controlled) ----------------------------
-
-    def status(self) -> list[dict[str, object]]:
-        """One row per worker, for `pyinit ctl status` (removed services still
-        stopping included: nothing runs that status does not show)."""
-        now = time.monotonic()
-        rows: list[dict[str, object]] = []
-        for unit in [*self.units.values(), *self.retiring]:
-            for worker in list(unit.workers.values()):
-                alive = worker.state in ALIVE
-                rows.append(
-                    {
-                        "service": unit.name,
-                        "worker": worker.worker_id,
-                        "pid": worker.pid,
-                        "state": worker.state.value,
-                        "ready": worker.state is WorkerState.RUNNING,
-                        "uptime": round(now - worker.started_at, 3) if alive else None,
-                        "restarts": worker.restarts,
-                        "last_exit": worker.last_exit.describe() if worker.last_exit else None,
-                        "status": worker.status_text,
-                    }
-                )
-        return rows
-
-    def _unit(self, name: str) -> Unit:
-        if name not in self.units:
-            raise KeyError(name)
-        return self.units[name]
-
-    def start_service(self, name: str) -> str:
-        """`ctl start NAME`: run it again, whatever its `after` and past failures say."""
-        unit = self._unit(name)
-        if self.shutting_down:
-            return "shutting down: not starting anything"
-        before = len(unit.alive_workers())
-        self._enable(unit)
-        self.reconcile()
-        started = max(0, len(unit.alive_workers()) - before)
-        return f"{name}: started {started} worker(s)"
-
-    def _enable(self, unit: Unit) -> None:
-        unit.enabled = unit.started = True
-        unit.restarts.clear()
-        for worker in unit.workers.values():
-            if worker.state in (WorkerState.FAILED, WorkerState.EXITED, WorkerState.BACKOFF):
-                worker.cancel_timer()
-                worker.state = WorkerState.STOPPED
-
-    def stop_service(self, name: str) -> str:
-        """`ctl stop NAME`: stop it gracefully; it stays stopped until `ctl start`."""
-        unit = self._unit(name)
-        unit.enabled = False
-        running = (WorkerState.STARTING, WorkerState.RUNNING)
-        stopping = sum(1 for w in unit.workers.values() if w.state in running)
-        self.reconcile()
-        return f"{name}: stopping {stopping} worker(s)"
-
-    def restart_service(self, name: str) -> str:
-        """`ctl restart NAME`: stop each worker and start it again, same ids."""
-        unit = self._unit(name)
-        if self.shutting_down:
-            return "shutting down: not restarting anything"
-        self._enable(unit)
-        for worker in list(unit.workers.values()):
-            if worker.state in (WorkerState.STARTING, WorkerState.RUNNING):
-                self.stop_worker(worker, self._stop_deadline(unit))  # STOPPED on exit, then started
-        self.reconcile()
-        return f"{name}: restarting"
-
-    def send_signal(self, name: str, signum: int) -> str:
-        """`ctl signal NAME SIG`: to the process group of each of its workers."""
-        unit = self._unit(name)
-        workers = unit.alive_workers()
-        for worker in workers:
-            signals.send(worker.pid, signum, group=True)
-        return f"{name}: {signals.signal_name(signum)} sent to {len(workers)} worker(s)"
+        self.readiness.watch(worker)
 
     def is_ready(self) -> bool:
         """Everything ready: what `pyinit ctl ready` and /readyz report."""
@@ -602,7 +354,7 @@ class Supervisor:
         """Run `workers` workers of `name`: new ids start, the highest ids stop first."""
         import dataclasses
 
-        unit = self._unit(name)
+        unit = self.units[name]
         unit.spec = dataclasses.replace(unit.spec, workers=workers)
         self.log.info(f"{name}: scaled to {workers} worker(s)", service=name, event="scaled")
         self.reconcile()
@@ -707,7 +459,8 @@ class Supervisor:
         name = signals.signal_name(signum)
         if self.shutting_down:
             self.log.warning(f"{name} again during shutdown: killing everything now")
-            self._kill_everything()
+            assert self._shutdown is not None
+            self._shutdown.kill_everything()
             return
         self.log.info(f"received {name}: stopping all services", event="stopping", signal=name)
         try:
@@ -726,7 +479,7 @@ class Supervisor:
             return "shutting down: nothing reloaded"
         if self.upstream is not None:
             self.upstream.reloading()
-        self._ready_sent = False  # READY=1 again once everything is ready
+        self.readiness.reloading()
         try:
             if self.config.path is None:
                 self.log.info("reloading services", event="reload")
@@ -750,7 +503,7 @@ class Supervisor:
                     continue
                 if mode is ReloadMode.RESTART:
                     # Its exit leaves it STOPPED, and reconcile starts it again.
-                    self.stop_worker(worker, self._stop_deadline(unit))
+                    self.stop_worker(worker, self.stop_deadline(unit))
                 else:
                     # A Service class without reload() exits 0 on SIGHUP and is
                     # started again, same worker id (SPEC 3).
@@ -759,7 +512,7 @@ class Supervisor:
 
     def _reap(self) -> None:
         for pid, status in reaper.reap():
-            checked = self.checks.pop(pid, None)
+            checked = self.readiness.checks.pop(pid, None)
             if checked is not None:
                 if checked.probe is not None:
                     checked.probe.child_exited(pid, status)  # type: ignore[attr-defined]
@@ -778,8 +531,8 @@ class Supervisor:
                 self.log.exception(
                     f"{worker.label}: error handling its exit", service=worker.unit.name
                 )
-        if self.shutting_down:
-            self._continue_shutdown()
+        if self._shutdown is not None:
+            self._shutdown.proceed()
         else:
             self.reconcile()
 
@@ -884,61 +637,21 @@ class Supervisor:
     def grace_of(self, unit: Unit) -> float:
         return unit.spec.grace if unit.spec.grace is not None else self.grace
 
-    def _stop_deadline(self, unit: Unit) -> float | None:
+    def stop_deadline(self, unit: Unit) -> float | None:
         """When a worker of `unit` stopped now gets SIGKILL (None: grace 0, never)."""
         grace = self.grace_of(unit)
         return time.monotonic() + grace if grace > 0 else None
 
     def shutdown(self, exit_code: int) -> None:
-        """Stop everything in reverse start order, then exit with `exit_code`."""
+        """Stop everything (shutdown.py), then exit with `exit_code`."""
         if self.shutting_down:
             return
         self.shutting_down = True
         self.exit_code = exit_code
         if self.upstream is not None:
             self.upstream.stopping()
-        units = [*self.units.values(), *self.retiring]
-        graces = [self.grace_of(u) for u in units] or [self.grace]
-        now = time.monotonic()
-        # The whole shutdown is bounded by the largest grace (0: wait forever).
-        self._deadline = None if 0 in graces else now + max(graces)
-        if self._deadline is not None:
-            # The backstop: whatever state a bug left behind, pyinit exits.
-            backstop = self._deadline + 2 * KILL_SETTLE_SECONDS
-            self.loop.call_at(backstop, self._on_backstop)
-        for unit in units:
-            if unit.schedule_timer is not None:
-                unit.schedule_timer.cancel()
-                unit.schedule_timer = None
-            for worker in unit.workers.values():
-                if worker.state is WorkerState.BACKOFF:
-                    worker.cancel_timer()
-                    worker.state = WorkerState.STOPPED  # BACKOFF -> STOPPED
-        self._stop_layers = [list(layer) for layer in self.layers]
-        self._continue_shutdown()
-
-    def _continue_shutdown(self) -> None:
-        """Stop the next layer once the one after it is down; then sweep; then exit."""
-        while self._stop_layers:
-            layer = self._stop_layers[-1]
-            units = [self.units[name] for name in layer if name in self.units]
-            alive = [w for unit in units for w in unit.alive_workers()]
-            if alive:
-                for worker in alive:
-                    if worker.state is not WorkerState.STOPPING:
-                        self.stop_worker(worker, self._shutdown_deadline(worker.unit))
-                return
-            self._stop_layers.pop()
-        for unit in self.retiring:
-            if unit.alive_workers():
-                return  # removed by a reload, still stopping with their own grace
-        self._sweep()
-
-    def _shutdown_deadline(self, unit: Unit) -> float | None:
-        deadline = self._stop_deadline(unit)
-        if self._deadline is not None:
-            deadline = min(deadline or self._deadline, self._deadline)
-        return deadline
+        self._shutdown = Shutdown(self)
+        self._shutdown.begin()
 
     def stop_worker(self, worker: Worker, deadline: float | None) -> None:
         """RUNNING/STARTING -> STOPPING: stop signal now, SIGKILL at `deadline`."""
@@ -946,9 +659,9 @@ class Supervisor:
         worker.cancel_timer()
         signals.send(worker.pid, worker.unit.spec.stop_signal, group=True)
         if deadline is not None:
-            worker.timer = self.loop.call_at(deadline, lambda: self._kill_worker(worker))
+            worker.timer = self.loop.call_at(deadline, lambda: self.kill_worker(worker))
 
-    def _kill_worker(self, worker: Worker) -> None:
+    def kill_worker(self, worker: Worker) -> None:
         if worker.state is not WorkerState.STOPPING or not worker.pid:
             return
         self.log.warning(
@@ -975,119 +688,7 @@ class Supervisor:
         self.by_pid.pop(worker.pid, None)
         worker.pid = 0
         worker.state = WorkerState.STOPPED
-        if self.shutting_down:
-            self._continue_shutdown()
+        if self._shutdown is not None:
+            self._shutdown.proceed()
         else:
             self.reconcile()
-
-    def _sweep(self) -> None:
-        """Every service is down: stop whatever descendants remain, then finish.
-
-        "Remain" is asked of the kernel (any child, zombie or not, of PID 1 or
-        a subreaper: every orphan is one), not of /proc, which may be missing.
-        """
-        if not reaper.has_children():
-            self.loop.stop()
-            return
-        if self._sweep_started:
-            return  # their deaths reach _reap, which calls back in here
-        self._sweep_started = True
-        self.log.info("stopping leftover processes", event="sweep")
-        self._signal_leftovers(signals.SIGTERM)
-        if self._deadline is None:
-            return  # grace 0 everywhere: wait for them forever, as asked
-        now = time.monotonic()
-        self.loop.call_at(max(self._deadline, now), self._sweep_kill)
-
-    def _sweep_kill(self) -> None:
-        if reaper.has_children():
-            self.log.warning("sending SIGKILL to leftover processes", event="killed")
-            self._signal_leftovers(signals.SIGKILL)
-        self.loop.call_later(KILL_SETTLE_SECONDS, self.loop.stop)
-
-    def _on_backstop(self) -> None:
-        """Past the deadline and the settle time: end the shutdown now."""
-        if self.loop.stopped:
-            return
-        self.log.error(
-            "shutdown did not finish by its deadline; killing what is left and exiting",
-            event="abandoned",
-        )
-        self._kill_everything()
-        self.loop.stop()
-
-    def _signal_leftovers(self, signum: int) -> None:
-        """Every descendant: as PID 1, kill(-1) reaches them all without /proc."""
-        if os.getpid() == 1:
-            try:
-                os.kill(-1, signum)
-            except OSError:
-                pass
-            return
-        for pid in reaper.descendants(os.getpid()):
-            signals.send(pid, signum)
-
-    def _kill_everything(self) -> None:
-        for worker in list(self.by_pid.values()):
-            signals.send(worker.pid, signals.SIGKILL, group=True)
-        self._signal_leftovers(signals.SIGKILL)
-
-
-def _credentials(spec: ServiceSpec) -> tuple[int | None, int | None, list[int] | None]:
-    """(user, group, extra_groups) for Popen, from a service's `user`/`group`.
-
-    The group defaults to the user's primary group and the supplementary
-    groups to the user's own, as login(1) and systemd set them; a numeric
-    user with no passwd entry keeps no supplementary groups.
-    """
-    if spec.user is None and spec.group is None:
-        return None, None, None
-    uid = gid = None
-    extra: list[int] | None = None
-    if spec.user is not None:
-        try:
-            entry = pwd.getpwuid(int(spec.user)) if spec.user.isdigit() else pwd.getpwnam(spec.user)
-        except KeyError:
-            entry = None  # numeric, no passwd entry (config checked names exist)
-        uid = entry.pw_uid if entry else int(spec.user)
-        gid = entry.pw_gid if entry else None
-        if os.geteuid() == 0:
-            extra = os.getgrouplist(entry.pw_name, entry.pw_gid) if entry else []
-    if spec.group is not None:
-        gid = int(spec.group) if spec.group.isdigit() else grp.getgrnam(spec.group).gr_gid
-    return uid, gid, extra
-
-
-def _wants_notify(spec: ServiceSpec) -> bool:
-    """Does this service get pyinit's NOTIFY_SOCKET? (SPEC 4: notify services and
-    every Python worker, which may call notify_ready().)"""
-    return spec.ready.kind is ReadinessKind.NOTIFY or spec.py_class is not None
-
-
-class _Controls:
-    """The supervisor as `pyinit ctl` sees it (control.Controlled): the verbs
-    by their ctl names, since `start` already means "start everything"."""
-
-    def __init__(self, supervisor: Supervisor) -> None:
-        self._supervisor = supervisor
-
-    def status(self) -> list[dict[str, object]]:
-        return self._supervisor.status()
-
-    def is_ready(self) -> bool:
-        return self._supervisor.is_ready()
-
-    def start(self, name: str) -> str:
-        return self._supervisor.start_service(name)
-
-    def stop(self, name: str) -> str:
-        return self._supervisor.stop_service(name)
-
-    def restart(self, name: str) -> str:
-        return self._supervisor.restart_service(name)
-
-    def send_signal(self, name: str, signum: int) -> str:
-        return self._supervisor.send_signal(name, signum)
-
-    def reload(self) -> str:
-        return self._supervisor.reload()
