@@ -170,12 +170,23 @@ def test_pyz_with_hostile_pythonpath_killed_child(
 
 
 def test_pyz_runs_as_an_executable(pyz_path: Path, tmp_path: Path) -> None:
-    """`./pyinit.pyz CMD` through its `#!/usr/bin/env python3` line."""
+    """`./pyinit.pyz CMD` through its /bin/sh launcher."""
     assert os.access(pyz_path, os.X_OK), f"{pyz_path} is not executable"
-    assert pyz_path.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+    assert pyz_path.read_bytes().startswith(b"#!/bin/sh\n")
     result = run_init([str(pyz_path), "--", *exits_with(42)], cwd=tmp_path)
     assert result.returncode == 42, result
     assert_no_traceback(result.stderr)
+
+
+def test_pyz_launcher_runs_the_interpreter_isolated(pyz_path: Path, tmp_path: Path) -> None:
+    """Run as a program (by a relative path, from another directory), PID 1's
+    interpreter gets -I -S: no site, no PYTHONPATH."""
+    relative = os.path.relpath(pyz_path, tmp_path)
+    script = 'tr "\\0" " " < /proc/$PPID/cmdline'
+    result = run_init([relative, "--", "sh", "-c", script], cwd=tmp_path)
+    assert result.returncode == 0, result
+    words = " ".join(result.stdout).split()
+    assert "-I" in words and "-S" in words, result.stdout
 
 
 def test_pyz_under_system_python(pyz_path: Path) -> None:
