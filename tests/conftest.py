@@ -80,7 +80,7 @@ def installed_pyinit() -> str:
     search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     path = shutil.which("pyinit", path=search)
     if path is None:
-        pytest.fail("`pyinit` is not installed: run the README's test command (it installs it into .venv)")
+        pytest.fail("`pyinit` is not installed: the README's test command installs it (.venv)")
     return path
 
 
