@@ -212,9 +212,17 @@ def memory_kib(pid: int) -> dict[str, int]:
     }
 
 
+#: Where the benchmark's interpreter lives: first on PATH for what the bench
+#: runs, so the pyz's launcher (`exec python3 ...`) finds it, not a pyenv shim.
+INTERPRETER_DIR = "/usr/bin"
+
+
 def clean_env() -> dict[str, str]:
-    """The bench's environment without PYINIT_* (a stray setting would skew pyinit)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("PYINIT_")}
+    """The bench's environment without PYINIT_* (a stray setting would skew pyinit),
+    with the benchmark's interpreter first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYINIT_")}
+    env["PATH"] = os.pathsep.join([INTERPRETER_DIR, env.get("PATH", "/usr/bin:/bin")])
+    return env
 
 
 class RecordReader:
@@ -427,7 +435,7 @@ def find_inits(args: argparse.Namespace, notes: list[str]) -> dict[str, Init]:
         argv = (
             shlex.split(args.pyinit)
             if args.pyinit
-            else [args.python, str(REPO / "dist" / "pyinit.pyz")]
+            else [str(REPO / "dist" / "pyinit.pyz")]  # run as a program: its sh launcher
         )
         missing = [a for a in argv if a.endswith(".pyz") and not Path(a).exists()]
         exe = argv[0] if os.path.isabs(argv[0]) else shutil.which(argv[0])
@@ -491,6 +499,7 @@ def bench_startup(
     commands = {
         "true": [true],
         "python3 -c pass": [python, "-c", "pass"],
+        "python3 -I -S -c pass": [python, "-I", "-S", "-c", "pass"],
         "python3 empty.pyz": [python, empty_pyz],
     }
     for name, init in inits.items():
@@ -847,19 +856,22 @@ def build_rows(inits: dict[str, Init], results: Json) -> list[Row]:
         py = start["python3 -c pass"]
         bare = start["true"]
         floor = start["python3 empty.pyz"]
+        isolated = start["python3 -I -S -c pass"]
         pyinit_p50 = get(start, "pyinit", "wall_ms_p50")
         ok = None if pyinit_p50 is None else pyinit_p50 <= STARTUP_MAX_RATIO * py["wall_ms_p50"]
         detail = (
             ""
             if pyinit_p50 is None
             else f"{pyinit_p50 / py['wall_ms_p50']:.2f}× python,"
+            f" {pyinit_p50 / isolated['wall_ms_p50']:.2f}× python -I -S,"
             f" {pyinit_p50 / floor['wall_ms_p50']:.2f}× empty .pyz"
         )
         for key, label in (("wall_ms_p50", "p50"), ("wall_ms_p90", "p90")):
             rows.append(
                 Row(
                     f"start-up `INIT -- true` wall {label}, ms",
-                    f"python3 -c pass {py[key]:.2f}; empty .pyz {floor[key]:.2f};"
+                    f"python3 -c pass {py[key]:.2f}; -I -S {isolated[key]:.2f};"
+                    f" empty .pyz {floor[key]:.2f};"
                     f" true {bare[key]:.2f}",
                     {n: get(start, n, key) for n in names},
                 )
@@ -1033,7 +1045,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--pyinit",
         metavar="CMD",
-        help="how to run pyinit, split like a shell (default: PYTHON dist/pyinit.pyz)",
+        help="how to run pyinit, split like a shell (default: dist/pyinit.pyz as a program)",
     )
     parser.add_argument(
         "--python",
@@ -1130,6 +1142,8 @@ def run_stages(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log = progress_log()
+    global INTERPRETER_DIR
+    INTERPRETER_DIR = os.path.dirname(args.python)
     if python_missing(args.python):
         return 2
     notes: list[str] = []
