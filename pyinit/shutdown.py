@@ -14,6 +14,11 @@ Two promises, whatever a child or a bug does:
   left and stops the loop, even if a bug left the sequence waiting.
 With a grace of 0 ("wait forever") neither deadline nor backstop exists,
 as asked.
+
+It says what it waits for: if anything is still running a moment into
+the grace, one line names it and when SIGKILL comes; at the end one line
+says what was stopped, how long it took, what had to be killed, and the
+exit status.
 """
 
 from __future__ import annotations
@@ -24,11 +29,15 @@ from typing import TYPE_CHECKING
 
 from pyinit import reaper, signals
 from pyinit.model import KILL_SETTLE_SECONDS
-from pyinit.unit import WorkerState
+from pyinit.unit import ALIVE, WorkerState
 
 if TYPE_CHECKING:
     from pyinit.supervisor import Supervisor
-    from pyinit.unit import Unit
+    from pyinit.unit import Unit, Worker
+
+
+#: How far into the grace pyinit says who it is still waiting for (at most).
+WAIT_REPORT_SECONDS = 1.0
 
 
 class Shutdown:
@@ -39,16 +48,24 @@ class Shutdown:
         self._layers: list[list[str]] = []
         self.deadline: float | None = None
         self._sweep_started = False
+        self._began = 0.0
+        self._workers = 0  # alive when the shutdown began
+        self.killed: list[str] = []  # labels of what needed SIGKILL
 
     def begin(self) -> None:
         supervisor = self._supervisor
         units = [*supervisor.units.values(), *supervisor.retiring]
         graces = [supervisor.grace_of(u) for u in units] or [supervisor.grace]
+        self._began = time.monotonic()
+        self._workers = sum(len(u.alive_workers()) for u in units)
         # The whole shutdown is bounded by the largest grace (0: wait forever).
         if 0 not in graces:
-            self.deadline = time.monotonic() + max(graces)
+            self.deadline = self._began + max(graces)
             backstop = self.deadline + 2 * KILL_SETTLE_SECONDS
             supervisor.loop.call_at(backstop, self._on_backstop)
+        if self._workers:
+            delay = min([g / 2 for g in graces if g > 0] + [WAIT_REPORT_SECONDS])
+            supervisor.loop.call_later(delay, self._report_waiting)
         for unit in units:
             if unit.schedule_timer is not None:
                 unit.schedule_timer.cancel()
@@ -88,7 +105,7 @@ class Shutdown:
         """Every service is down: stop whatever descendants remain, then finish."""
         loop = self._supervisor.loop
         if not reaper.has_children():
-            loop.stop()
+            self._finish()
             return
         if self._sweep_started:
             return  # their deaths reach the reaper, which calls proceed() again
@@ -101,8 +118,9 @@ class Shutdown:
     def _sweep_kill(self) -> None:
         if reaper.has_children():
             self._supervisor.log.warning("sending SIGKILL to leftover processes", event="killed")
+            self.killed.append("leftover processes")
             signal_leftovers(signals.SIGKILL)
-        self._supervisor.loop.call_later(KILL_SETTLE_SECONDS, self._supervisor.loop.stop)
+        self._supervisor.loop.call_later(KILL_SETTLE_SECONDS, self._finish)
 
     def _on_backstop(self) -> None:
         """Past the deadline and the settle time: end the shutdown now."""
@@ -114,7 +132,47 @@ class Shutdown:
             event="abandoned",
         )
         self.kill_everything()
-        loop.stop()
+        self.killed.append("everything left (backstop)")
+        self._finish()
+
+    def _report_waiting(self) -> None:
+        """One line, a moment into the grace: who is still running, when SIGKILL comes."""
+        supervisor = self._supervisor
+        if supervisor.loop.stopped:
+            return
+        units = [*supervisor.units.values(), *supervisor.retiring]
+        running = [w for u in units for w in u.workers.values() if w.state in ALIVE and w.pid]
+        if not running:
+            return
+        now = time.monotonic()
+
+        def describe(worker: Worker) -> str:
+            if worker.state is not WorkerState.STOPPING:
+                return f"{worker.label} (pid {worker.pid}, stopped after what needs it)"
+            if worker.timer is None:
+                return f"{worker.label} (pid {worker.pid}, no SIGKILL: grace 0)"
+            return f"{worker.label} (pid {worker.pid}, SIGKILL in {worker.timer.when - now:.1f} s)"
+
+        names = ", ".join(describe(w) for w in running[:10])
+        more = f" and {len(running) - 10} more" if len(running) > 10 else ""
+        supervisor.log.info(
+            f"waiting for {len(running)} worker(s) to stop: {names}{more}", event="stop_wait"
+        )
+
+    def _finish(self) -> None:
+        """The summary line, then the loop ends and pyinit exits."""
+        supervisor = self._supervisor
+        if supervisor.loop.stopped:
+            return
+        took = time.monotonic() - self._began
+        killed = f"SIGKILL needed for {', '.join(self.killed)}" if self.killed else "none killed"
+        supervisor.log.info(
+            f"stopped {self._workers} worker(s) in {took:.2f} s; {killed};"
+            f" exit status {supervisor.exit_code}",
+            event="stopped",
+            exit_code=supervisor.exit_code,
+        )
+        supervisor.loop.stop()
 
     def kill_everything(self) -> None:
         """A second stop signal, or the backstop: SIGKILL to all, now."""

@@ -673,6 +673,8 @@ class Supervisor:
             signal="SIGKILL",
         )
         signals.send(worker.pid, signals.SIGKILL, group=True)
+        if self._shutdown is not None:
+            self._shutdown.killed.append(worker.label)
         worker.timer = self.loop.call_later(KILL_SETTLE_SECONDS, lambda: self._abandon(worker))
 
     def _abandon(self, worker: Worker) -> None:
