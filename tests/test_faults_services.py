@@ -156,7 +156,7 @@ def test_service_removed_while_restarting_stays_removed(
     config = tmp_path / "pyinit.toml"
     keep = service(events, "keep")
     write_toml(
-        config, {"keep": keep, "gone": service(events, "gone", "--stop-delay", "1", workers=2)}
+        config, {"keep": keep, "gone": service(events, "gone", "--stop-delay", "1.5", workers=2)}
     )
     proc, ctl = start_services(start_init, pyinit_argv, config, tmp_path)
     events.context = proc.describe
