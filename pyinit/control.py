@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 HTTP_LIMIT = 8 * 1024  # bytes of one health request (line + headers)
 REQUEST_TIMEOUT = 5.0  # seconds a client has to send its request and read the reply
 MAX_CONNECTIONS = 32  # per listener; more are closed at once
+RELOAD_FAILED = "reload failed"  # how Supervisor.reload() words a refused reload
 
 
 class ControlError(OSError):
@@ -233,7 +234,13 @@ def _signal(server: ControlServer, args: list[str]) -> object:
 
 def _reload(server: ControlServer, args: list[str]) -> object:
     check_arguments("reload", args)
-    return server.controlled.reload()
+    result = server.controlled.reload()
+    # A refused reload (invalid file: the old configuration keeps running) is
+    # an error reply, so that `pyinit ctl reload` exits non-zero (issue 7.24).
+    # The prefix is the one reconfigure.apply_new_config returns.
+    if result.startswith(RELOAD_FAILED):
+        raise VerbError(result)
+    return result
 
 
 #: The same verbs, in the same order, as ctl_protocol.USAGE.

@@ -20,7 +20,9 @@ socket, one request per connection:
     ready    -             {"ready": bool, "detail": "2/3 workers ready; ..."}
     start, stop, restart   NAME        a message (str)
     signal   NAME SIG      a message; SIG is a name (TERM, SIGHUP) or a number
-    reload   -             a message
+    reload   -             a message; a refused reload (invalid file, the old
+                           configuration still running) is an error reply
+                           {"ok": false, "error": "reload failed: FILE:LINE: ..."}
 
 A request over 64 KiB, one that is not such JSON, or one that does not
 arrive within 5 s gets an error reply or a closed connection; it never costs
