@@ -123,6 +123,10 @@ def parse_toml(text: str, path: str) -> tuple[Settings, list[Parsed]]:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(_reword_toml_error(str(error), text, path)) from None
+    except ValueError as error:  # int() of an integer over 4300 digits
+        raise ConfigError(f"{path}: invalid TOML: {error}") from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise ConfigError(f"{path}: invalid TOML: values nested too deeply") from None
     lines = _KeyLines(text)
     for key in document:
         if key not in ("pyinit", "services"):
