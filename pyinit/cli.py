@@ -318,12 +318,9 @@ def check(options: Options) -> int:
     from pyinit.services_model import format_plan
 
     try:
-        config = load(os.environ, options.config)
+        config = load(os.environ, options.config, allow_empty=bool(options.command))
     except ConfigError as error:
         fatal(str(error))
-        return EXIT_USAGE
-    if not config.services and not options.command:
-        fatal("nothing to check: no services configured (PYINIT_SERVICES, --config)")
         return EXIT_USAGE
     if options.command:
         sys.stdout.write(f"main command: {' '.join(options.command)}\n")
@@ -365,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     from pyinit.config import ConfigError, load
 
     try:
-        config = load(os.environ, options.config)
+        config = load(os.environ, options.config, allow_empty=bool(options.command))
     except ConfigError as error:
         fatal(str(error))
         return EXIT_USAGE

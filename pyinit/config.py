@@ -69,11 +69,28 @@ VARIABLE = "PYINIT_SERVICES"
 # -- public entry points --------------------------------------------------------
 
 
-def load(environ: Mapping[str, str], config_path: str | None = None) -> Config:
-    """PYINIT_SERVICES and the TOML file (`config_path`, else PYINIT_CONFIG), merged and checked."""
+def load(
+    environ: Mapping[str, str], config_path: str | None = None, *, allow_empty: bool = False
+) -> Config:
+    """PYINIT_SERVICES and the TOML file (`config_path`, else PYINIT_CONFIG), merged and checked.
+
+    No service at all is a ConfigError unless `allow_empty` (a main COMMAND
+    runs beside them): SPEC 1 makes "neither a COMMAND nor any service" a
+    usage error, and at reload an emptied file would otherwise stop every
+    service (issue 7.16).
+    """
     path = config_path or environ.get("PYINIT_CONFIG") or None
     toml_text = read_file(path) if path else None
-    return parse_config(environ.get(VARIABLE, ""), toml_text, path)
+    config = parse_config(environ.get(VARIABLE, ""), toml_text, path)
+    if not config.services and not allow_empty:
+        raise ConfigError(_nothing_configured(environ.get(VARIABLE, ""), path))
+    return config
+
+
+def _nothing_configured(services_text: str, path: str | None) -> str:
+    variable = f"{VARIABLE} has no entry" if services_text.strip() else f"{VARIABLE} is empty"
+    file = f"{path} defines none and " if path else ""
+    return f"no services configured: {file}{variable} (and no COMMAND given)"
 
 
 def parse_config(services_text: str, toml_text: str | None, path: str | None) -> Config:

@@ -618,7 +618,9 @@ def test_load_reads_the_variable_and_the_file(tmp_path: Path):
     config = load({**environ, "PYINIT_SERVICES": "web: x"}, str(other))  # --config wins
     assert list(config.services) == ["web", "cache"] and config.path == str(other)
 
-    assert load({}, None) == Config()
+    assert load({}, None, allow_empty=True) == Config()
+    with pytest.raises(ConfigError, match="no services configured"):
+        load({}, None)
 
 
 def test_load_file_errors(tmp_path: Path):
