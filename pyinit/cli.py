@@ -361,9 +361,14 @@ def main(argv: list[str] | None = None) -> int:
     # Services mode: its configuration layer is imported only here.
     from pyinit.config import ConfigError, load
 
+    from pyinit.config import merge_settings
+
     try:
         config = load(os.environ, options.config, allow_empty=bool(options.command))
     except ConfigError as error:
         fatal(str(error))
         return EXIT_USAGE
+    if "verbose" in flags:
+        options.explicit.add("log_level")  # -v is a flag: it wins over the file
+    merge_settings(options, config.settings)
     return run(options, config)

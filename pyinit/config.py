@@ -48,6 +48,7 @@ from pyinit.config_compact import parse_compact
 from pyinit.config_errors import ConfigError, Parsed, did_you_mean
 from pyinit.config_toml import parse_toml, read_file
 from pyinit.config_values import BACKOFF_KEYS, READY_TABLE_KEYS, SERVICE_KEYS, SETTINGS_KEYS
+from pyinit.model import Options
 from pyinit.services_model import Config, ServiceSpec, Settings, find_cycle
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "ConfigError",
     "load",
     "load_toml",
+    "merge_settings",
     "parse_config",
     "parse_services",
 ]
@@ -117,6 +119,20 @@ def load_toml(text: str, path: str) -> tuple[Settings, dict[str, ServiceSpec]]:
     settings, parsed = parse_toml(text, path)
     _check_dependencies(parsed)
     return settings, {p.spec.name: p.spec for p in parsed}
+
+
+def merge_settings(options: Options, settings: Settings) -> None:
+    """Fill `options` from the file's [pyinit] table where no flag or variable set them.
+
+    Precedence is flag > variable > file > default (SPEC 1): `options.explicit`
+    holds what a flag or variable set. Called at start, before the log and the
+    sockets exist (issue 7.22: these were accepted by --check, then ignored).
+    `grace` is left to the supervisor, which also re-reads it at reload.
+    """
+    for name in ("log_format", "log_level", "ctl_socket", "health_port"):
+        value = getattr(settings, name)
+        if value is not None and name not in options.explicit:
+            setattr(options, name, value)
 
 
 # -- across services: names in both forms, `after` ---------------------------------
