@@ -306,7 +306,10 @@ class _Connection:
 
     def on_writable(self) -> None:
         try:
-            sent = self.sock.send(self.out)
+            # MSG_NOSIGNAL: a client that hung up (an exec probe killed at its
+            # timeout) gets EPIPE here, not a SIGPIPE that PID 1 would forward
+            # to every service (issue 7.7).
+            sent = self.sock.send(self.out, socket.MSG_NOSIGNAL)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
