@@ -359,9 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     if not services_configured(options, os.environ):
         return run(options)
     # Services mode: its configuration layer is imported only here.
-    from pyinit.config import ConfigError, load
-
-    from pyinit.config import merge_settings
+    from pyinit.config import ConfigError, load, merge_settings
 
     try:
         config = load(os.environ, options.config, allow_empty=bool(options.command))

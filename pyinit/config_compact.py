@@ -236,4 +236,3 @@ def _unquote(text: str) -> str:
     if quote == '"':
         inner = re.sub(r"\\(.)", r"\1", inner)
     return inner
-

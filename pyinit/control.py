@@ -26,7 +26,14 @@ import stat
 import struct
 from typing import TYPE_CHECKING, Protocol
 
-from pyinit.ctl_protocol import REQUEST_LIMIT, VerbError, check_arguments
+from pyinit.ctl_protocol import (
+    REQUEST_LIMIT,
+    VerbError,
+    abstract_address,
+    check_arguments,
+    socket_candidates,
+    unix_address,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,6 +54,10 @@ class ControlError(OSError):
     An OSError, so that a caller's `except OSError` around setting up sockets
     catches both these refusals and the kernel's own errors.
     """
+
+
+class AlreadyListening(ControlError):
+    """Another live pyinit owns the socket: no fallback, it is that one's."""
 
 
 class Controlled(Protocol):
@@ -122,7 +133,7 @@ def _clear_stale_socket(path: str) -> None:
         pass  # EAGAIN (backlog full): someone listens
     finally:
         probe.close()
-    raise ControlError(f"another pyinit is already listening on {path}")
+    raise AlreadyListening(f"another pyinit is already listening on {path}")
 
 
 # -- resource usage for status rows ----------------------------------------------------
@@ -428,21 +439,46 @@ class ControlServer(_Listener):
         log: Log,
         timeout: float = REQUEST_TIMEOUT,
     ) -> None:
-        self.path = path
         self.controlled = controlled
-        _owner_only_directory(os.path.dirname(os.path.abspath(path)))
-        _clear_stale_socket(path)
+        self._inode = 0
+        try:
+            sock = self._bind(path)
+        except AlreadyListening:
+            raise
+        except ControlError as error:
+            if path not in socket_candidates(os.environ):
+                raise  # a path the user chose: the client looks only there
+            # No usable default directory: a read-only /run and /tmp (issue
+            # 7.19), or one another user squats. An abstract socket needs no
+            # file system; admit() checks every peer's uid, which is all that
+            # guards it. The client tries it after the default paths.
+            fallback = abstract_address()
+            try:
+                sock = self._bind(fallback)
+            except ControlError as second:
+                raise ControlError(f"{error}; and {second}") from None
+            log.warning(f"control socket: {error}; listening on {fallback} instead")
+            path = fallback
+        self.path = path
+        super().__init__(loop, sock, log, timeout)
+        log.debug(f"control socket listening on {path}")
+
+    def _bind(self, path: str) -> socket.socket:
+        """A socket bound at `path` (`@name`: abstract), or ControlError saying why not."""
+        if not path.startswith("@"):
+            _owner_only_directory(os.path.dirname(os.path.abspath(path)))
+            _clear_stale_socket(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # close-on-exec by default
         try:
-            sock.bind(path)
-            # The 0700 directory covers the moment between bind and chmod.
-            os.chmod(path, 0o600)
-            self._inode = os.lstat(path).st_ino
+            sock.bind(unix_address(path))
+            if not path.startswith("@"):
+                # The 0700 directory covers the moment between bind and chmod.
+                os.chmod(path, 0o600)
+                self._inode = os.lstat(path).st_ino
         except OSError as error:
             sock.close()
             raise ControlError(f"cannot listen on {path}: {error.strerror or error}") from None
-        super().__init__(loop, sock, log, timeout)
-        log.debug(f"control socket listening on {path}")
+        return sock
 
     def admit(self, conn: socket.socket) -> tuple[str, bytes | None]:
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -489,6 +525,8 @@ class ControlServer(_Listener):
     def close(self) -> None:
         """Stop listening and remove the socket (unless another pyinit replaced it)."""
         super().close()
+        if self.path.startswith("@"):
+            return  # an abstract socket vanishes with its last descriptor
         try:
             if os.lstat(self.path).st_ino == self._inode:
                 os.unlink(self.path)

@@ -12,22 +12,18 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import stat
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import installed_pyinit
 from support.helpers import InitProcess, base_env, wait_until
 from support.svc_helpers import wait_log
-
-from conftest import installed_pyinit
 
 NOBODY = 65534
 TIMEOUT = 10.0
@@ -228,7 +224,7 @@ def test_issue_7_16_reload_of_an_emptied_file_is_refused(
     config.write_text('[services.web]\ncmd = ["sleep", "100"]\n')
     sock = tmp_path / "ctl" / "ctl.sock"
     env = {"PYINIT_CTL_SOCKET": str(sock)}
-    proc = start(started, [pyinit_cmd(), "--config", str(config)], env)
+    start(started, [pyinit_cmd(), "--config", str(config)], env)
     wait_until(sock.exists, message="the control socket")
     config.write_text("")
     done = ctl("reload", env=env, timeout=5)
@@ -355,3 +351,205 @@ def test_issue_7_7_ctl_client_closing_before_its_reply_kills_nothing(
     rows = json.loads(ctl("status", "--json", env=env).stdout)
     assert rows[0]["pid"] == before and rows[0]["restarts"] == 0, rows
     assert not [line for line in proc.stderr_lines(0) if "SIGPIPE" in line]
+
+
+# -- items 17 and 19: sockets in a hostile /tmp, or with no writable file system --------------
+
+#: `sh -c` prelude run as PID 1 of fresh PID and mount namespaces, then exec pyinit:
+#: /run read-only, /tmp a private tmpfs (writable unless TMP_RO), so pyinit falls back
+#: to /tmp, or to no file system at all.
+NAMESPACE_SH = """
+set -e
+config=$(cat "$CONFIG")
+mount -t tmpfs -o ro,size=64k tmpfs /run
+mount -t tmpfs -o size=1m tmpfs /tmp
+printf '%s\\n' "$config" > /tmp/pyinit.toml
+{setup}
+[ -n "$TMP_RO" ] && mount -o remount,ro /tmp
+exec "$@"
+"""
+NAMESPACE_PREFIX = ["unshare", "--pid", "--fork", "--mount", "--mount-proc"]
+
+#: A service that says READY=1 over $NOTIFY_SOCKET (a path, or @abstract), then idles.
+NOTIFIER = (
+    "import os, socket, time\n"
+    "a = os.environ['NOTIFY_SOCKET']\n"
+    "a = '\\0' + a[1:] if a.startswith('@') else a\n"
+    "socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', a)\n"
+    "time.sleep(100)\n"
+)
+
+
+def in_namespace(
+    started: list[InitProcess], tmp_path: Path, setup: str = "", tmp_read_only: bool = False
+) -> InitProcess:
+    """pyinit as PID 1 with /run read-only, running `web` (ready=notify) and `idle`."""
+    config = tmp_path / "pyinit.toml"
+    config.write_text(
+        "[services.web]\n"
+        f"cmd = {json.dumps([sys.executable, '-c', NOTIFIER])}\n"
+        'ready = "notify"\n'
+        "ready_timeout = 20\n"
+        "[services.idle]\n"
+        'cmd = ["sleep", "100"]\n'
+    )
+    script = NAMESPACE_SH.format(setup=setup)
+    env = {"TMP_RO": "1" if tmp_read_only else "", "CONFIG": str(config)}
+    argv = ["sh", "-c", script, "sh", pyinit_cmd(), "--config", "/tmp/pyinit.toml"]
+    return start(started, argv, env, prefix=NAMESPACE_PREFIX)
+
+
+def ns_ctl(proc: InitProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    """`pyinit ctl ARGS` run inside pyinit's mount and PID namespaces."""
+    return subprocess.run(
+        ["nsenter", f"--target={proc.pid}", "--mount", "--pid", "--",
+         pyinit_cmd(), "ctl", *args],
+        env=base_env(), capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+
+
+def assert_no_traceback(proc: InitProcess) -> None:
+    assert not [line for line in proc.stderr_lines(0) if "Traceback" in line], proc.describe()
+
+
+def test_issue_7_17_notify_directory_owned_by_another_user(
+    tmp_path: Path, started: list[InitProcess]
+):
+    """/tmp/pyinit-notify-0 made by user nobody: pyinit died with a traceback."""
+    setup = f"mkdir -m 0777 /tmp/pyinit-notify-0 && chown {NOBODY} /tmp/pyinit-notify-0"
+    proc = in_namespace(started, tmp_path, setup)
+    wait_log(proc, r"web\[0\]: ready", timeout=15)
+    wait_log(proc, r"pyinit-notify-0.*(uid 65534|belongs)")
+    assert_no_traceback(proc)
+    assert proc.poll() is None
+
+
+def test_issue_7_17_notify_directory_symlink_is_not_followed(
+    tmp_path: Path, started: list[InitProcess]
+):
+    """A symlink in /tmp led pyinit's notify socket into a directory its planter controls."""
+    setup = "mkdir -m 1777 /tmp/trap && ln -s /tmp/trap /tmp/pyinit-notify-0"
+    proc = in_namespace(started, tmp_path, setup)
+    wait_log(proc, r"web\[0\]: ready", timeout=15)
+    wait_log(proc, r"pyinit-notify-0")
+    trap = subprocess.run(
+        ["nsenter", f"--target={proc.pid}", "--mount", "ls", "-A", "/tmp/trap"],
+        capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert trap.returncode == 0 and trap.stdout == "", trap
+    assert_no_traceback(proc)
+
+
+def test_issue_7_19_read_only_run_and_tmp_still_answer_ctl(
+    tmp_path: Path, started: list[InitProcess]
+):
+    """readOnlyRootFilesystem: no control socket, so `pyinit ctl ready` failed forever."""
+    proc = in_namespace(started, tmp_path, tmp_read_only=True)
+    wait_log(proc, r"web\[0\]: ready", timeout=15)  # the notify socket works too
+    done = wait_until(
+        lambda: (d := ns_ctl(proc, "ready")).returncode == 0 and d,
+        message=lambda: f"ctl ready inside the namespace; {proc.describe()}",
+    )
+    assert done.stdout.startswith("ready"), done
+    status = json.loads(ns_ctl(proc, "status", "--json").stdout)
+    assert sorted(row["service"] for row in status) == ["idle", "web"]
+    assert_no_traceback(proc)
+
+
+# -- item 18: the client trusts only a socket of its own user or root ------------------------
+
+#: A fake pyinit: binds `path` (abstract if it starts with @) as root, drops to
+#: `uid` before listen() (SO_PEERCRED reports the listener's credentials),
+#: says "ready" to anyone and prints whatever it reads.
+FAKE_SERVER = """
+import os, socket, sys
+path, uid = sys.argv[1], int(sys.argv[2])
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind("\\0" + path[1:] if path.startswith("@") else path)
+os.setgid(uid); os.setuid(uid)
+server.listen(8)
+print("listening", flush=True)
+while True:
+    conn, _ = server.accept()
+    conn.settimeout(2)
+    try:
+        data = conn.recv(65536)
+    except OSError:
+        data = b""
+    print(repr(data), flush=True)
+    try:
+        conn.sendall(b'{"ok": true, "result": {"ready": true, "detail": "fake"}}\\n')
+    except OSError:
+        pass
+    conn.close()
+"""
+
+
+class FakeServer:
+    """FAKE_SERVER in a process; `received()` stops it and returns what it read."""
+
+    def __init__(self, path: str, uid: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", FAKE_SERVER, path, str(uid)], stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == "listening\n"
+
+    def received(self) -> str:
+        self.proc.kill()
+        out, _ = self.proc.communicate(timeout=5)
+        return out
+
+
+@pytest.fixture
+def fake_server() -> Iterator:
+    procs: list[subprocess.Popen[str]] = []
+
+    def run(path: str, uid: int = NOBODY) -> FakeServer:
+        server = FakeServer(path, uid)
+        procs.append(server.proc)
+        return server
+
+    yield run
+    for proc in procs:
+        proc.kill()
+        proc.wait(5)
+
+
+def test_issue_7_18_ctl_refuses_a_socket_in_another_users_directory(tmp_path: Path, fake_server):
+    """A socket planted by another user in a directory it owns was trusted."""
+    planted = tmp_path / "planted"
+    planted.mkdir(mode=0o755)
+    os.chmod(tmp_path, 0o755)
+    os.chown(planted, NOBODY, NOBODY)
+    sock = planted / "ctl.sock"
+    record = fake_server(str(sock))
+    done = ctl("--ctl-socket", str(sock), "ready", timeout=5)
+    assert done.returncode == 1, done
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and str(planted) in lines[0] and "uid 65534" in lines[0], lines
+    assert "verb" not in record.received()  # it read nothing
+
+
+def test_issue_7_18_ctl_refuses_a_server_of_another_user(tmp_path: Path, fake_server):
+    """The directory is ours, but the listener is nobody's: SO_PEERCRED says so."""
+    directory = tmp_path / "ours"
+    directory.mkdir(mode=0o700)
+    sock = directory / "ctl.sock"
+    record = fake_server(str(sock))
+    done = ctl("--ctl-socket", str(sock), "ready", timeout=5)
+    assert done.returncode == 1, done
+    assert "uid 65534" in done.stderr and len(done.stderr.splitlines()) == 1, done
+    assert "verb" not in record.received()  # it read nothing
+
+
+def test_issue_7_18_ctl_refuses_an_abstract_socket_of_another_user(tmp_path: Path, fake_server):
+    """The abstract fallback (item 19) has no permissions: only the peer check guards it."""
+    env = {"PYINIT_CTL_SOCKET": f"@pyinit-test-{os.getpid()}"}
+    record = fake_server(env["PYINIT_CTL_SOCKET"])
+    done = ctl("ready", env=env, timeout=5)
+    assert done.returncode == 1 and "uid 65534" in done.stderr, done
+    assert "verb" not in record.received()  # it read nothing
+    ours = fake_server(f"@pyinit-test-ours-{os.getpid()}", uid=0)
+    done = ctl("ready", env={"PYINIT_CTL_SOCKET": f"@pyinit-test-ours-{os.getpid()}"}, timeout=5)
+    assert done.returncode == 0, done
+    assert '"verb": "ready"' in ours.received()
