@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +77,14 @@ def started() -> Iterator[list[InitProcess]]:
     procs: list[InitProcess] = []
     yield procs
     for proc in procs:
+        # SIGTERM first: a service killed under a live pyinit is restarted, and
+        # that new child would outlive close()'s list of processes to kill.
+        if proc.poll() is None:
+            try:
+                proc.send(signal.SIGTERM)
+                proc.wait(5)
+            except (AssertionError, ProcessLookupError):
+                pass
         proc.close()
 
 
@@ -553,3 +563,60 @@ def test_issue_7_18_ctl_refuses_an_abstract_socket_of_another_user(tmp_path: Pat
     done = ctl("ready", env={"PYINIT_CTL_SOCKET": f"@pyinit-test-ours-{os.getpid()}"}, timeout=5)
     assert done.returncode == 0, done
     assert '"verb": "ready"' in ours.received()
+
+
+# -- item 20: slow clients cannot starve the health probes ------------------------------------
+
+
+class SlowClients:
+    """`count` connections to the port, each sending one byte a second, reconnecting when cut."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port = port
+        self.connects = 0  # connections made so far (+= under the GIL is enough here)
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    self.connects += 1
+                    for byte in b"GET /healthz HTTP/1.0\r\n\r\n":
+                        sock.send(bytes([byte]))
+                        if self.stop.wait(1.0):
+                            return
+            except OSError:
+                self.stop.wait(0.05)
+
+    def close(self) -> None:
+        self.stop.set()
+        deadline = time.monotonic() + 3
+        for thread in self.threads:
+            thread.join(max(deadline - time.monotonic(), 0.01))
+
+
+def test_issue_7_20_probes_are_answered_despite_slow_connections(
+    tmp_path: Path, started: list[InitProcess]
+):
+    """40 connections at 1 byte/s made /healthz answer 4 of 22 probes."""
+    port = free_port()
+    env = {
+        "PYINIT_HEALTH_PORT": f"127.0.0.1:{port}",
+        "PYINIT_CTL_SOCKET": str(tmp_path / "ctl" / "ctl.sock"),
+        "PYINIT_SERVICES": "web: sleep 100",
+    }
+    start(started, [pyinit_cmd()], env)
+    wait_until(lambda: http_get(port) == 200, message="the health port")
+    slow = SlowClients(port, 40)
+    try:
+        wait_until(lambda: slow.connects >= 40, message="40 slow connections")
+        answers = []
+        for _ in range(22):
+            answers.append(http_get(port, timeout=2.0))
+            time.sleep(0.1)
+    finally:
+        slow.close()
+    assert answers.count(200) == 22, answers
