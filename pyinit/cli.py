@@ -314,6 +314,7 @@ def _variable_source(opt: Opt) -> Callable[[str], str]:
 def check(options: Options) -> int:
     """`pyinit --check`: validate the services configuration, print the plan."""
     from pyinit.config import ConfigError, load
+    from pyinit.config_imports import first_import_error
     from pyinit.logs import fatal
     from pyinit.services_model import format_plan
 
@@ -321,6 +322,10 @@ def check(options: Options) -> int:
         config = load(os.environ, options.config, allow_empty=bool(options.command))
     except ConfigError as error:
         fatal(str(error))
+        return EXIT_USAGE
+    problem = first_import_error(config)  # py: classes, imported as a worker would
+    if problem:
+        fatal(problem)
         return EXIT_USAGE
     if options.command:
         sys.stdout.write(f"main command: {' '.join(options.command)}\n")

@@ -620,3 +620,39 @@ def test_issue_7_20_probes_are_answered_despite_slow_connections(
     finally:
         slow.close()
     assert answers.count(200) == 22, answers
+
+
+# -- item 26: --check imports Python classes as a worker would ---------------------------
+
+
+def test_issue_7_26_check_refuses_a_class_that_cannot_be_imported(tmp_path: Path):
+    """`--check` exited 0 on `py:no_such_module:Worker`."""
+    env = {"PYINIT_SERVICES": "web: sleep 1; w[2]: py:no_such_module:Worker"}
+    line = assert_usage_error(run_pyinit("--check", env=env), "PYINIT_SERVICES entry 2 (w)")
+    assert "no_such_module" in line and "ModuleNotFoundError" in line, line
+
+
+def test_issue_7_26_check_imports_with_the_services_cwd_and_pythonpath(tmp_path: Path):
+    """The class is found the way its worker finds it: the service's cwd and PYTHONPATH."""
+    app, lib = tmp_path / "app", tmp_path / "lib"
+    app.mkdir()
+    lib.mkdir()
+    (app / "inapp.py").write_text("from pyinit import Service\nclass Worker(Service):\n    pass\n")
+    (lib / "inlib.py").write_text("class Job:\n    def run(self):\n        pass\n")
+    config = tmp_path / "pyinit.toml"
+    config.write_text(
+        "[services.a]\n"
+        'class = "inapp:Worker"\n'
+        f'cwd = "{app}"\n'
+        "[services.b]\n"
+        'class = "inlib:Job"\n'
+        f'env = {{ PYTHONPATH = "{lib}" }}\n'
+        "[services.c]\n"
+        'class = "inlib:Missing"\n'
+        f'env = {{ PYTHONPATH = "{lib}" }}\n'
+    )
+    line = assert_usage_error(run_pyinit("--check", "--config", str(config)), f"{config}:7 (c)")
+    assert "Missing" in line, line
+    config.write_text(config.read_text().rsplit("[services.c]", 1)[0])
+    done = run_pyinit("--check", "--config", str(config))
+    assert done.returncode == 0, done
