@@ -159,7 +159,11 @@ def _request_somewhere(path: str, environ: Mapping[str, str], verb: str, args: l
         return request(found, verb, args)
     except NotReachable:
         if found == abstract_address():
-            raise
+            files = ", ".join(socket_candidates(environ))
+            raise NotReachable(
+                f"cannot reach pyinit: no socket at {files}, and none listens on {found}"
+                " (is pyinit running?)"
+            ) from None
         try:
             return request(abstract_address(), verb, args)
         except NotReachable:

@@ -36,6 +36,13 @@ the socket file is 0666. That is systemd's own arrangement
 credentials, and anything not in a service's process tree is ignored. The
 file name carries our pid so that a pyinit run as a service of another
 pyinit (same base directory) never removes its parent's socket.
+
+An existing directory is trusted only if it is a real directory (lstat: a
+symlink planted in /tmp is never followed), ours or root's, and not writable
+by others (issue 7.17). When it is not, or nothing is writable (a read-only
+root file system, issue 7.19), the error is logged and the services get an
+abstract address `@pyinit-notify-PID-XXXX` instead: no file system needed,
+and the sender's credentials remain the access control.
 """
 
 from __future__ import annotations

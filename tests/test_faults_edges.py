@@ -378,7 +378,9 @@ printf '%s\\n' "$config" > /tmp/pyinit.toml
 [ -n "$TMP_RO" ] && mount -o remount,ro /tmp
 exec "$@"
 """
-NAMESPACE_PREFIX = ["unshare", "--pid", "--fork", "--mount", "--mount-proc"]
+#: --net too: abstract sockets live per network namespace, and the machine's own
+#: pyinits (other tests) must neither see ours nor be seen.
+NAMESPACE_PREFIX = ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--net"]
 
 #: A service that says READY=1 over $NOTIFY_SOCKET (a path, or @abstract), then idles.
 NOTIFIER = (
@@ -410,9 +412,9 @@ def in_namespace(
 
 
 def ns_ctl(proc: InitProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    """`pyinit ctl ARGS` run inside pyinit's mount and PID namespaces."""
+    """`pyinit ctl ARGS` run inside pyinit's mount, PID and network namespaces."""
     return subprocess.run(
-        ["nsenter", f"--target={proc.pid}", "--mount", "--pid", "--",
+        ["nsenter", f"--target={proc.pid}", "--mount", "--pid", "--net", "--",
          pyinit_cmd(), "ctl", *args],
         env=base_env(), capture_output=True, text=True, timeout=TIMEOUT,
     )  # fmt: skip
