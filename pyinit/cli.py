@@ -314,16 +314,18 @@ def _variable_source(opt: Opt) -> Callable[[str], str]:
 def check(options: Options) -> int:
     """`pyinit --check`: validate the services configuration, print the plan."""
     from pyinit.config import ConfigError, load
+    from pyinit.config_imports import first_import_error
     from pyinit.logs import fatal
     from pyinit.services_model import format_plan
 
     try:
-        config = load(os.environ, options.config)
+        config = load(os.environ, options.config, allow_empty=bool(options.command))
     except ConfigError as error:
         fatal(str(error))
         return EXIT_USAGE
-    if not config.services and not options.command:
-        fatal("nothing to check: no services configured (PYINIT_SERVICES, --config)")
+    problem = first_import_error(config)  # py: classes, imported as a worker would
+    if problem:
+        fatal(problem)
         return EXIT_USAGE
     if options.command:
         sys.stdout.write(f"main command: {' '.join(options.command)}\n")
@@ -362,11 +364,14 @@ def main(argv: list[str] | None = None) -> int:
     if not services_configured(options, os.environ):
         return run(options)
     # Services mode: its configuration layer is imported only here.
-    from pyinit.config import ConfigError, load
+    from pyinit.config import ConfigError, load, merge_settings
 
     try:
-        config = load(os.environ, options.config)
+        config = load(os.environ, options.config, allow_empty=bool(options.command))
     except ConfigError as error:
         fatal(str(error))
         return EXIT_USAGE
+    if "verbose" in flags:
+        options.explicit.add("log_level")  # -v is a flag: it wins over the file
+    merge_settings(options, config.settings)
     return run(options, config)

@@ -48,6 +48,7 @@ from pyinit.config_compact import parse_compact
 from pyinit.config_errors import ConfigError, Parsed, did_you_mean
 from pyinit.config_toml import parse_toml, read_file
 from pyinit.config_values import BACKOFF_KEYS, READY_TABLE_KEYS, SERVICE_KEYS, SETTINGS_KEYS
+from pyinit.model import Options
 from pyinit.services_model import Config, ServiceSpec, Settings, find_cycle
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "ConfigError",
     "load",
     "load_toml",
+    "merge_settings",
     "parse_config",
     "parse_services",
 ]
@@ -69,11 +71,28 @@ VARIABLE = "PYINIT_SERVICES"
 # -- public entry points --------------------------------------------------------
 
 
-def load(environ: Mapping[str, str], config_path: str | None = None) -> Config:
-    """PYINIT_SERVICES and the TOML file (`config_path`, else PYINIT_CONFIG), merged and checked."""
+def load(
+    environ: Mapping[str, str], config_path: str | None = None, *, allow_empty: bool = False
+) -> Config:
+    """PYINIT_SERVICES and the TOML file (`config_path`, else PYINIT_CONFIG), merged and checked.
+
+    No service at all is a ConfigError unless `allow_empty` (a main COMMAND
+    runs beside them): SPEC 1 makes "neither a COMMAND nor any service" a
+    usage error, and at reload an emptied file would otherwise stop every
+    service (issue 7.16).
+    """
     path = config_path or environ.get("PYINIT_CONFIG") or None
     toml_text = read_file(path) if path else None
-    return parse_config(environ.get(VARIABLE, ""), toml_text, path)
+    config = parse_config(environ.get(VARIABLE, ""), toml_text, path)
+    if not config.services and not allow_empty:
+        raise ConfigError(_nothing_configured(environ.get(VARIABLE, ""), path))
+    return config
+
+
+def _nothing_configured(services_text: str, path: str | None) -> str:
+    variable = f"{VARIABLE} has no entry" if services_text.strip() else f"{VARIABLE} is empty"
+    file = f"{path} defines none and " if path else ""
+    return f"no services configured: {file}{variable} (and no COMMAND given)"
 
 
 def parse_config(services_text: str, toml_text: str | None, path: str | None) -> Config:
@@ -100,6 +119,20 @@ def load_toml(text: str, path: str) -> tuple[Settings, dict[str, ServiceSpec]]:
     settings, parsed = parse_toml(text, path)
     _check_dependencies(parsed)
     return settings, {p.spec.name: p.spec for p in parsed}
+
+
+def merge_settings(options: Options, settings: Settings) -> None:
+    """Fill `options` from the file's [pyinit] table where no flag or variable set them.
+
+    Precedence is flag > variable > file > default (SPEC 1): `options.explicit`
+    holds what a flag or variable set. Called at start, before the log and the
+    sockets exist (issue 7.22: these were accepted by --check, then ignored).
+    `grace` is left to the supervisor, which also re-reads it at reload.
+    """
+    for name in ("log_format", "log_level", "ctl_socket", "health_port"):
+        value = getattr(settings, name)
+        if value is not None and name not in options.explicit:
+            setattr(options, name, value)
 
 
 # -- across services: names in both forms, `after` ---------------------------------

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from pyinit.cli import parse_bool
 from pyinit.config_errors import ConfigError, Invalid, Parsed, did_you_mean
-from pyinit.config_values import DIGITS, NAME, SERVICE_KEYS, build_service
+from pyinit.config_values import DIGITS, NAME, SERVICE_KEYS, build_service, read_digits
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,7 @@ def _option_value(key: str, has_value: bool, text: str, source: _EntrySource) ->
         raise source.error((key,), "empty value")
     try:
         if key in _INT_OPTIONS:
-            return _ascii_int(value)
+            return read_digits(value)
         if key in _BOOL_OPTIONS:
             return parse_bool(value)
     except ValueError as error:
@@ -236,9 +236,3 @@ def _unquote(text: str) -> str:
     if quote == '"':
         inner = re.sub(r"\\(.)", r"\1", inner)
     return inner
-
-
-def _ascii_int(text: str) -> int:
-    if not DIGITS.fullmatch(text):
-        raise ValueError(f"expected a whole number (0 or more), got {text!r}")
-    return int(text)

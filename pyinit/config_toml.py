@@ -16,7 +16,9 @@ read (the single-command path never pays for it).
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
 
 from pyinit.config_errors import ConfigError, Invalid, Parsed, did_you_mean
@@ -58,17 +60,56 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+#: Largest configuration file read. A real one is a few KiB; the cap keeps a
+#: mistaken path (a log, a disk image) from costing PID 1 seconds and memory.
+MAX_FILE_SIZE = 1024 * 1024
+
+
 def read_file(path: str) -> str:
-    """The file's text; unreadable or not UTF-8 is a ConfigError naming the path."""
+    """The file's text, or a ConfigError naming the path.
+
+    Only a regular file of at most MAX_FILE_SIZE bytes is read. O_NONBLOCK
+    keeps open() from waiting for a writer when the path is a FIFO (that hung
+    PID 1), and fstat on the open descriptor judges the file actually opened,
+    so a path swapped after a check cannot slip a device such as /dev/zero in.
+    """
     try:
-        with open(path, "rb") as file:
-            data = file.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
+    try:
+        data = _read_regular(fd, path)
+    finally:
+        os.close(fd)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
+
+
+def _read_regular(fd: int, path: str) -> bytes:
+    info = os.fstat(fd)
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{path}: cannot read: Is a directory (expected a TOML file)")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{path}: not a regular file (a FIFO, a device or a socket)")
+    too_big = f"{path}: larger than {MAX_FILE_SIZE // 1024 // 1024} MiB: not a configuration file"
+    if info.st_size > MAX_FILE_SIZE:
+        raise ConfigError(too_big)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:  # the file may grow while we read: never past the cap
+            chunk = os.read(fd, MAX_FILE_SIZE + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_FILE_SIZE:
+                raise ConfigError(too_big)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
+    return b"".join(chunks)
 
 
 _TOML_ERROR = re.compile(r"^(?P<msg>.*?) \(at line (?P<line>\d+), column (?P<col>\d+)\)$")
@@ -82,6 +123,10 @@ def parse_toml(text: str, path: str) -> tuple[Settings, list[Parsed]]:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(_reword_toml_error(str(error), text, path)) from None
+    except ValueError as error:  # int() of an integer over 4300 digits
+        raise ConfigError(f"{path}: invalid TOML: {error}") from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise ConfigError(f"{path}: invalid TOML: values nested too deeply") from None
     lines = _KeyLines(text)
     for key in document:
         if key not in ("pyinit", "services"):

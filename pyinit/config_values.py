@@ -56,6 +56,21 @@ _CLASS_REF = re.compile(rf"{_DOTTED}:{_DOTTED}", re.ASCII)
 
 T = TypeVar("T")
 
+# Bounds on every number (issue 7.6: `a[99999999999999999999999]: true` passed
+# --check, then died of MemoryError building that many workers). Generous for
+# any real use, small enough that nothing downstream (lists of workers, timer
+# arithmetic, epoll timeouts) can blow up.
+#: Workers of one service: each is a process; 10,000 is past any container's pid limit.
+MAX_WORKERS = 10_000
+#: max_restarts: a count compared with a window's restarts; a million is "no limit" in practice.
+MAX_RESTARTS = 1_000_000
+#: Any duration (grace, timeouts, windows, backoff, every): 100 years (36500d).
+#: The loop clamps one epoll wait to ~24.8 days and waits again, so long
+#: timers are fine; this bound only keeps float arithmetic and messages sane.
+MAX_DURATION = 36_500 * 86_400.0
+#: Digits of any integer read from text; more is refused before int() parses it.
+MAX_DIGITS = 12
+
 
 # -- the builders: a TOML-shaped table -> ServiceSpec, or [pyinit] -> Settings ------
 
@@ -75,7 +90,7 @@ def build_service(name: str, raw: Mapping[str, object], origin: str) -> ServiceS
         restart = RestartPolicy.NEVER if single else RestartPolicy.ALWAYS
     elif single and restart is RestartPolicy.ALWAYS:
         raise Invalid(("restart",), f"{kind} cannot restart always: use on-failure or never")
-    workers = _get(raw, "workers", _count, 1)
+    workers = _get(raw, "workers", _count_up_to(MAX_WORKERS), 1)
     if single and workers > 1:
         raise Invalid(("workers",), f"{kind} runs one process: workers must be 0 or 1")
     ready = _get(raw, "ready", _readiness, Readiness())
@@ -101,7 +116,7 @@ def build_service(name: str, raw: Mapping[str, object], origin: str) -> ServiceS
         watchdog=watchdog,
         restart=restart,
         backoff=_get(raw, "backoff", _backoff, Backoff()),
-        max_restarts=_get(raw, "max_restarts", _count, 0),
+        max_restarts=_get(raw, "max_restarts", _count_up_to(MAX_RESTARTS), 0),
         restart_window=_get(raw, "restart_window", _positive_duration, DEFAULT_RESTART_WINDOW),
         grace=_get(raw, "grace", _duration, None),
         stop_signal=_get(raw, "stop_signal", _signal, int(signal.SIGTERM)),
@@ -208,10 +223,29 @@ def _bool(value: object) -> bool:
     return value
 
 
-def _count(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _expected("a whole number, 0 or more", value)
+def _count_up_to(limit: int) -> Callable[[object], int]:
+    def convert(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+            raise _expected(f"a whole number from 0 to {limit}", _short(value))
+        return value
+
+    return convert
+
+
+def _short(value: object) -> object:
+    """A huge integer described by its size (str() of one over 4300 digits raises)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**MAX_DIGITS:
+        return f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"
     return value
+
+
+def read_digits(text: str) -> int:
+    """ASCII digits -> int; ValueError past MAX_DIGITS (int() of 10**5 digits is slow)."""
+    if not DIGITS.fullmatch(text):
+        raise ValueError(f"expected a whole number (0 or more), got {text!r}")
+    if len(text.lstrip("0")) > MAX_DIGITS:
+        raise ValueError(f"number too large: {text[:MAX_DIGITS]}... ({len(text)} digits)")
+    return int(text)
 
 
 def _duration(value: object) -> float:
@@ -222,10 +256,12 @@ def _duration(value: object) -> float:
             seconds = float(value)
         except OverflowError:
             seconds = math.inf
-        if not 0 <= seconds < math.inf:
-            raise _expected("a duration of 0 or more seconds", value)
+        if not seconds >= 0:  # negative, or nan
+            raise _expected("a duration of 0 or more seconds", _short(value))
     else:
         raise _expected('a duration (seconds, or a string like "500ms", "30s", "1h")', value)
+    if seconds > MAX_DURATION:
+        raise _expected("a duration of at most 100 years (36500d)", _short(value))
     return seconds
 
 
@@ -238,7 +274,7 @@ def _positive_duration(value: object) -> float:
 
 def _signal(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
+        value = str(_short(value))
     return parse_signal(_nonempty(value))
 
 
@@ -338,14 +374,14 @@ def _exec_readiness(table: dict[object, object]) -> Readiness:
 
 
 def _port(text: str) -> int:
-    if not DIGITS.fullmatch(text) or not 1 <= int(text) <= 65535:
-        raise ValueError(f"expected a port from 1 to 65535, got {text!r}")
+    if not DIGITS.fullmatch(text) or len(text) > 5 or not 1 <= int(text) <= 65535:
+        raise ValueError(f"expected a port from 1 to 65535, got {text[:20]!r}")
     return int(text)
 
 
 def _health_port(value: object) -> tuple[str, int]:
     if isinstance(value, int) and not isinstance(value, bool):
-        return "0.0.0.0", _port(str(value))
+        return "0.0.0.0", _port(str(_short(value)))
     address, _, port = _string(value).rpartition(":")
     return address.strip("[]") or "0.0.0.0", _port(port)
 
@@ -396,9 +432,9 @@ def _group(value: object) -> str:
 def _account(value: object) -> str:
     """A user or group: a name, or a numeric id (written as a number or digits)."""
     if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
+        value = str(_short(value))
     name = _nonempty(value)
-    if name.startswith("-") or (DIGITS.fullmatch(name) and int(name) >= 2**32 - 1):
+    if name.startswith("-") or (DIGITS.fullmatch(name) and read_digits(name) >= 2**32 - 1):
         raise ValueError(f"bad id {name!r}")
     if not name.isascii():
         raise ValueError(f"expected an ASCII name or a number, got {name!r}")

@@ -26,7 +26,14 @@ import stat
 import struct
 from typing import TYPE_CHECKING, Protocol
 
-from pyinit.ctl_protocol import REQUEST_LIMIT, VerbError, check_arguments
+from pyinit.ctl_protocol import (
+    REQUEST_LIMIT,
+    VerbError,
+    abstract_address,
+    check_arguments,
+    socket_candidates,
+    unix_address,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,7 +44,8 @@ if TYPE_CHECKING:
 
 HTTP_LIMIT = 8 * 1024  # bytes of one health request (line + headers)
 REQUEST_TIMEOUT = 5.0  # seconds a client has to send its request and read the reply
-MAX_CONNECTIONS = 32  # per listener; more are closed at once
+MAX_CONNECTIONS = 32  # per listener; a new one past this closes the oldest still reading
+RELOAD_FAILED = "reload failed"  # how Supervisor.reload() words a refused reload
 
 
 class ControlError(OSError):
@@ -46,6 +54,10 @@ class ControlError(OSError):
     An OSError, so that a caller's `except OSError` around setting up sockets
     catches both these refusals and the kernel's own errors.
     """
+
+
+class AlreadyListening(ControlError):
+    """Another live pyinit owns the socket: no fallback, it is that one's."""
 
 
 class Controlled(Protocol):
@@ -121,7 +133,7 @@ def _clear_stale_socket(path: str) -> None:
         pass  # EAGAIN (backlog full): someone listens
     finally:
         probe.close()
-    raise ControlError(f"another pyinit is already listening on {path}")
+    raise AlreadyListening(f"another pyinit is already listening on {path}")
 
 
 # -- resource usage for status rows ----------------------------------------------------
@@ -233,7 +245,13 @@ def _signal(server: ControlServer, args: list[str]) -> object:
 
 def _reload(server: ControlServer, args: list[str]) -> object:
     check_arguments("reload", args)
-    return server.controlled.reload()
+    result = server.controlled.reload()
+    # A refused reload (invalid file: the old configuration keeps running) is
+    # an error reply, so that `pyinit ctl reload` exits non-zero (issue 7.24).
+    # The prefix is the one reconfigure.apply_new_config returns.
+    if result.startswith(RELOAD_FAILED):
+        raise VerbError(result)
+    return result
 
 
 #: The same verbs, in the same order, as ctl_protocol.USAGE.
@@ -299,7 +317,10 @@ class _Connection:
 
     def on_writable(self) -> None:
         try:
-            sent = self.sock.send(self.out)
+            # MSG_NOSIGNAL: a client that hung up (an exec probe killed at its
+            # timeout) gets EPIPE here, not a SIGPIPE that PID 1 would forward
+            # to every service (issue 7.7).
+            sent = self.sock.send(self.out, socket.MSG_NOSIGNAL)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
@@ -322,7 +343,7 @@ class _Connection:
         loop.remove_reader(self.fd)
         loop.remove_writer(self.fd)
         self.listener.writing.discard(self.fd)
-        self.listener.connections.discard(self)
+        self.listener.connections.pop(self, None)
         self.sock.close()
 
 
@@ -337,7 +358,8 @@ class _Listener:
         self.sock = sock
         self.log = log
         self.timeout = timeout
-        self.connections: set[_Connection] = set()
+        # Oldest first (a dict keeps insertion order): see _make_room.
+        self.connections: dict[_Connection, None] = {}
         self.writing: set[int] = set()
         sock.setblocking(False)
         sock.listen(64)
@@ -357,7 +379,7 @@ class _Listener:
                 self.loop.call_later(1.0, self._resume_accepting)
                 return
             conn.setblocking(False)
-            if len(self.connections) >= MAX_CONNECTIONS:
+            if len(self.connections) >= MAX_CONNECTIONS and not self._make_room():
                 conn.close()
                 continue
             try:
@@ -366,9 +388,25 @@ class _Listener:
                 conn.close()
                 continue
             connection = _Connection(self, conn, peer)
-            self.connections.add(connection)
+            self.connections[connection] = None
             if refusal is not None:
                 connection.reply(refusal)
+
+    def _make_room(self) -> bool:
+        """Close the oldest connection still sending its request; False if none is.
+
+        The newest client is the one most likely to be a live probe: slow or
+        idle clients holding every slot must cost themselves their place, not
+        the kubelet its answer (issue 7.20: 40 clients at 1 byte/s left 4 of
+        22 probes answered). Each connection also has a whole-request
+        deadline (the timer in _Connection), so none holds a slot for long.
+        """
+        for connection in self.connections:
+            if not connection.out:  # still reading: no reply under way
+                self.log.debug(f"{self.what}: dropped {connection.peer}: room for a new client")
+                connection.close()
+                return True
+        return False
 
     def _resume_accepting(self) -> None:
         if self.sock.fileno() >= 0:  # not closed meanwhile
@@ -418,21 +456,46 @@ class ControlServer(_Listener):
         log: Log,
         timeout: float = REQUEST_TIMEOUT,
     ) -> None:
-        self.path = path
         self.controlled = controlled
-        _owner_only_directory(os.path.dirname(os.path.abspath(path)))
-        _clear_stale_socket(path)
+        self._inode = 0
+        try:
+            sock = self._bind(path)
+        except AlreadyListening:
+            raise
+        except ControlError as error:
+            if path not in socket_candidates(os.environ):
+                raise  # a path the user chose: the client looks only there
+            # No usable default directory: a read-only /run and /tmp (issue
+            # 7.19), or one another user squats. An abstract socket needs no
+            # file system; admit() checks every peer's uid, which is all that
+            # guards it. The client tries it after the default paths.
+            fallback = abstract_address()
+            try:
+                sock = self._bind(fallback)
+            except ControlError as second:
+                raise ControlError(f"{error}; and {second}") from None
+            log.warning(f"control socket: {error}; listening on {fallback} instead")
+            path = fallback
+        self.path = path
+        super().__init__(loop, sock, log, timeout)
+        log.debug(f"control socket listening on {path}")
+
+    def _bind(self, path: str) -> socket.socket:
+        """A socket bound at `path` (`@name`: abstract), or ControlError saying why not."""
+        if not path.startswith("@"):
+            _owner_only_directory(os.path.dirname(os.path.abspath(path)))
+            _clear_stale_socket(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # close-on-exec by default
         try:
-            sock.bind(path)
-            # The 0700 directory covers the moment between bind and chmod.
-            os.chmod(path, 0o600)
-            self._inode = os.lstat(path).st_ino
+            sock.bind(unix_address(path))
+            if not path.startswith("@"):
+                # The 0700 directory covers the moment between bind and chmod.
+                os.chmod(path, 0o600)
+                self._inode = os.lstat(path).st_ino
         except OSError as error:
             sock.close()
             raise ControlError(f"cannot listen on {path}: {error.strerror or error}") from None
-        super().__init__(loop, sock, log, timeout)
-        log.debug(f"control socket listening on {path}")
+        return sock
 
     def admit(self, conn: socket.socket) -> tuple[str, bytes | None]:
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -479,6 +542,8 @@ class ControlServer(_Listener):
     def close(self) -> None:
         """Stop listening and remove the socket (unless another pyinit replaced it)."""
         super().close()
+        if self.path.startswith("@"):
+            return  # an abstract socket vanishes with its last descriptor
         try:
             if os.lstat(self.path).st_ino == self._inode:
                 os.unlink(self.path)

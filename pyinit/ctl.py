@@ -7,6 +7,13 @@ pyinit runs.
 
 Exit statuses: 0 done (`ready`: ready); 1 pyinit not reachable, not ready,
 or it refused the request (no such service, ...); 2 usage error.
+
+Whom the client trusts (issue 7.18): before it sends a byte, the socket's
+directory must belong to us or root and be closed to writes by others, and
+the listening process (SO_PEERCRED) must run as us or root, just as the
+server admits only those peers. Anything else is refused in one line: a
+socket another user planted would otherwise read our requests and could
+answer `ready` for a pyinit that is not.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import json
 import os
 import socket
 import stat
+import struct
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -24,9 +32,10 @@ from pyinit.ctl_protocol import (
     TMP_DIR,
     USAGE,
     VerbError,
+    abstract_address,
     check_arguments,
-    default_socket_path,
     socket_candidates,
+    unix_address,
 )
 
 if TYPE_CHECKING:
@@ -39,8 +48,14 @@ class ClientError(Exception):
     """`pyinit ctl` could not get an answer, or pyinit refused: exit status 1."""
 
 
+class NotReachable(ClientError):
+    """Nobody listens at that address (the next place to look may have pyinit)."""
+
+
 def find_socket(environ: Mapping[str, str], run_dir: str = RUN_DIR, tmp_dir: str = TMP_DIR) -> str:
-    """Where the client looks: $PYINIT_CTL_SOCKET, else the first candidate that exists."""
+    """Where the client looks: $PYINIT_CTL_SOCKET, else the first candidate
+    that exists, else the abstract address a pyinit without a writable file
+    system listens on (ctl_protocol)."""
     given = environ.get("PYINIT_CTL_SOCKET", "").strip()
     if given:
         return given
@@ -50,19 +65,52 @@ def find_socket(environ: Mapping[str, str], run_dir: str = RUN_DIR, tmp_dir: str
                 return path
         except OSError:
             continue
-    return default_socket_path(environ, run_dir, tmp_dir)
+    return abstract_address()
+
+
+def _check_directory(path: str) -> None:
+    """The socket's directory is ours or root's, and nobody else may write to it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return  # connect() says what is wrong with the path
+    me = os.geteuid()
+    if info.st_uid not in (0, me):
+        raise ClientError(
+            f"refusing {path}: its directory {directory} belongs to uid {info.st_uid},"
+            f" not to you (uid {me}) or root"
+        )
+    if info.st_mode & 0o022:
+        raise ClientError(
+            f"refusing {path}: its directory {directory} is writable by other users"
+            f" (mode {stat.S_IMODE(info.st_mode):04o})"
+        )
+
+
+def _check_peer(sock: socket.socket, path: str) -> None:
+    """The listening process runs as us or root (SO_PEERCRED: its credentials at listen())."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", creds)
+    me = os.geteuid()
+    if uid not in (0, me):
+        raise ClientError(
+            f"refusing {path}: it is served by uid {uid} (pid {pid}), not by you (uid {me}) or root"
+        )
 
 
 def request(path: str, verb: str, args: list[str], timeout: float = CLIENT_TIMEOUT) -> object:
     """Send one request to the pyinit at `path`; return its result or raise ClientError."""
     deadline = time.monotonic() + timeout
+    if not path.startswith("@"):
+        _check_directory(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
         try:
-            sock.connect(path)
+            sock.connect(unix_address(path))
         except (FileNotFoundError, ConnectionRefusedError) as error:
-            raise ClientError(
+            raise NotReachable(
                 f"cannot reach pyinit at {path}: {error.strerror} (is pyinit running?)"
             ) from None
         except PermissionError:
@@ -70,6 +118,7 @@ def request(path: str, verb: str, args: list[str], timeout: float = CLIENT_TIMEO
                 f"cannot reach pyinit at {path}: permission denied"
                 " (only the user pyinit runs as, and root, may use it)"
             ) from None
+        _check_peer(sock, path)
         try:
             sock.sendall(json.dumps({"verb": verb, "args": args}).encode() + b"\n")
         except (BrokenPipeError, ConnectionResetError):
@@ -97,6 +146,29 @@ def request(path: str, verb: str, args: list[str], timeout: float = CLIENT_TIMEO
     if not ok:
         raise ClientError(str(reply.get("error")))
     return reply.get("result")
+
+
+def _request_somewhere(path: str, environ: Mapping[str, str], verb: str, args: list[str]) -> object:
+    """`request` at the given path, else where find_socket looks; a socket
+    file left by a pyinit that died must not hide one listening on the
+    abstract address."""
+    if path or environ.get("PYINIT_CTL_SOCKET", "").strip():
+        return request(path or find_socket(environ), verb, args)
+    found = find_socket(environ)
+    try:
+        return request(found, verb, args)
+    except NotReachable:
+        if found == abstract_address():
+            files = ", ".join(socket_candidates(environ))
+            raise NotReachable(
+                f"cannot reach pyinit: no socket at {files}, and none listens on {found}"
+                " (is pyinit running?)"
+            ) from None
+        try:
+            return request(abstract_address(), verb, args)
+        except NotReachable:
+            pass
+        raise
 
 
 def _usage_text() -> str:
@@ -152,10 +224,8 @@ def main_ctl(argv: list[str], environ: Mapping[str, str]) -> int:
     except (VerbError, ValueError) as error:
         fatal(f"ctl: {error}")
         return 2
-    if not path:
-        path = find_socket(environ)
     try:
-        result = request(path, verb, args)
+        result = _request_somewhere(path, environ, verb, args)
     except ClientError as error:
         fatal(str(error))
         return 1

@@ -20,12 +20,24 @@ socket, one request per connection:
     ready    -             {"ready": bool, "detail": "2/3 workers ready; ..."}
     start, stop, restart   NAME        a message (str)
     signal   NAME SIG      a message; SIG is a name (TERM, SIGHUP) or a number
-    reload   -             a message
+    reload   -             a message; a refused reload (invalid file, the old
+                           configuration still running) is an error reply
+                           {"ok": false, "error": "reload failed: FILE:LINE: ..."}
 
 A request over 64 KiB, one that is not such JSON, or one that does not
 arrive within 5 s gets an error reply or a closed connection; it never costs
 pyinit more than that connection. Only peers whose uid (SO_PEERCRED) is
-pyinit's own or root are answered.
+pyinit's own or root are answered; the client, in turn, talks only to a
+server whose uid is its own or root, in a directory only they can write to.
+
+Where the socket lives: `--ctl-socket`/$PYINIT_CTL_SOCKET, else the first
+of /run/pyinit/ctl.sock, $XDG_RUNTIME_DIR/pyinit/ctl.sock and
+/tmp/pyinit-UID/ctl.sock whose directory pyinit can use. With none (a
+read-only root file system: a Kubernetes readOnlyRootFilesystem pod) the
+server listens on the abstract address `@pyinit-ctl-UID` instead, and the
+client that finds no socket file tries that last. Abstract sockets live per
+network namespace and carry no permissions: the peer-uid checks on both
+sides are what guards them. `@NAME` means the abstract NAME everywhere.
 
 Why a module of its own: `pyinit ctl ready` is a Kubernetes exec probe that
 runs every few seconds, so the client imports only this (pure: no sockets,
@@ -94,6 +106,16 @@ def check_arguments(verb: str, args: list[str]) -> list[str]:
 
 
 # -- where the socket lives ----------------------------------------------------------
+
+
+def abstract_address() -> str:
+    """The abstract-namespace fallback, for the server and the client (see above)."""
+    return f"@pyinit-ctl-{os.geteuid()}"
+
+
+def unix_address(path: str) -> str:
+    """What bind()/connect() take: `@name` becomes the abstract "\\0name"."""
+    return "\0" + path[1:] if path.startswith("@") else path
 
 
 def socket_candidates(

@@ -36,6 +36,13 @@ the socket file is 0666. That is systemd's own arrangement
 credentials, and anything not in a service's process tree is ignored. The
 file name carries our pid so that a pyinit run as a service of another
 pyinit (same base directory) never removes its parent's socket.
+
+An existing directory is trusted only if it is a real directory (lstat: a
+symlink planted in /tmp is never followed), ours or root's, and not writable
+by others (issue 7.17). When it is not, or nothing is writable (a read-only
+root file system, issue 7.19), the error is logged and the services get an
+abstract address `@pyinit-notify-PID-XXXX` instead: no file system needed,
+and the sender's credentials remain the access control.
 """
 
 from __future__ import annotations
@@ -236,7 +243,9 @@ class Downstream:
 
     `path` is a filesystem path (its directory is created 0711 if missing and
     must belong to us or root; the socket file is 0666, see the module
-    docstring) or `@name`. A stale
+    docstring) or `@name`. When the path cannot be used (a directory we do
+    not trust, a read-only file system) the error is logged and an abstract
+    `@pyinit-notify-...` address is used instead: `path` then says which. A stale
     socket left at `path` by an earlier run is replaced. Messages without
     credentials, from a process outside our pid namespace (pid 0), with a
     NUL byte, or longer than MAX_DATAGRAM are dropped; lines that are not
@@ -255,25 +264,23 @@ class Downstream:
         self._loop = loop
         self._on_message = on_message
         self._log = log
-        abstract = path.startswith("@")
-        sock = socket.socket(
-            socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
-        )
         try:
-            # Before bind: a datagram queued earlier would carry no credentials.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-            if abstract:
-                sock.bind("\0" + path[1:])
-            else:
-                _socket_directory(os.path.dirname(path) or ".")
-                _remove_stale_socket(path)
-                sock.bind(path)
-                os.chmod(path, 0o666)
-        except BaseException:
-            sock.close()
-            raise
+            sock = _bind(path)
+        except OSError as error:
+            if path.startswith("@"):
+                raise
+            # A squatted /tmp, or no writable file system at all (a read-only
+            # root): the abstract namespace needs neither, and the sender's
+            # kernel credentials stay the access control (issue 7.17, 7.19).
+            fallback = abstract_notify_address()
+            sock = _bind(fallback)
+            log.error(
+                f"notify socket: cannot use {path}: {error.strerror or error};"
+                f" services get NOTIFY_SOCKET={fallback} instead"
+            )
+            path = self.path = fallback
         self._socket: socket.socket | None = sock
-        self._bound_path = None if abstract else path
+        self._bound_path = None if path.startswith("@") else path
         loop.add_reader(sock.fileno(), self._on_readable)
 
     def fileno(self) -> int:
@@ -337,6 +344,32 @@ class Downstream:
             self._log.exception(f"notify: error handling a message from pid {pid}")
 
 
+def abstract_notify_address() -> str:
+    """An abstract-namespace NOTIFY_SOCKET (`@...`), unique to this pyinit."""
+    return f"@pyinit-notify-{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def _bind(path: str) -> socket.socket:
+    """A datagram socket bound at `path` (`@name`: abstract), credentials on; OSError if not."""
+    sock = socket.socket(
+        socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+    )
+    try:
+        # Before bind: a datagram queued earlier would carry no credentials.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        if path.startswith("@"):
+            sock.bind("\0" + path[1:])
+        else:
+            _socket_directory(os.path.dirname(path) or ".")
+            _remove_stale_socket(path)
+            sock.bind(path)
+            os.chmod(path, 0o666)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def parse_message(data: bytes) -> dict[str, str] | None:
     """`KEY=VALUE` lines -> dict (a later key wins), or None for a datagram systemd rejects.
 
@@ -378,18 +411,27 @@ def _read_ancillary(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, list[
 
 
 def _socket_directory(directory: str) -> None:
-    """Create the socket's directory 0711 if missing; refuse one another user owns.
+    """Create the socket's directory 0711 if missing; refuse one we cannot trust.
 
-    A directory owned by someone other than us or root (a squatter in /tmp)
-    could have our socket swapped for theirs under the services' feet.
+    Trusted: a real directory (lstat: a symlink is refused, never followed),
+    owned by us or root, that nobody else may write to. In /tmp another user
+    could have made it first (or a symlink by that name) to catch our socket
+    and the READY=1 of our services (issue 7.17).
     """
     try:
-        owner = os.stat(directory).st_uid
+        info = os.lstat(directory)
     except FileNotFoundError:
         private_directory(directory, 0o711)
         return
-    if owner not in (os.geteuid(), 0):
-        raise OSError(errno.EPERM, f"{directory} belongs to uid {owner}, not to us or root")
+    import stat
+
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise OSError(errno.EPERM, f"{directory} is not a directory (a symlink?); not following it")
+    if info.st_uid not in (os.geteuid(), 0):
+        raise OSError(errno.EPERM, f"{directory} belongs to uid {info.st_uid}, not to us or root")
+    if info.st_mode & 0o022:
+        mode = f"{stat.S_IMODE(info.st_mode):04o}"
+        raise OSError(errno.EPERM, f"{directory} is writable by other users (mode {mode})")
 
 
 def _remove_stale_socket(path: str) -> None:

@@ -384,11 +384,11 @@ def test_toml_error_lines_point_at_the_key():
         ("[services.web]\nworkers = 1", "1: services.web: needs cmd (a command) or class"),
         (
             '[services.web]\ncmd = "a"\nworkers = -1',
-            "3: services.web.workers: expected a whole number, 0 or more, got -1",
+            "3: services.web.workers: expected a whole number from 0 to 10000, got -1",
         ),
         (
             '[services.web]\ncmd = "a"\nworkers = "2"',
-            "3: services.web.workers: expected a whole number, 0 or more, got '2'",
+            "3: services.web.workers: expected a whole number from 0 to 10000, got '2'",
         ),
         (
             '[services.web]\ncmd = "a"\nworkers = 1.5',
@@ -405,7 +405,7 @@ def test_toml_error_lines_point_at_the_key():
         ),
         (
             '[services.web]\ncmd = "a"\ngrace = inf',
-            "3: services.web.grace: expected a duration of 0 or more seconds",
+            "3: services.web.grace: expected a duration of at most 100 years (36500d), got inf",
         ),
         (
             '[services.web]\ncmd = "a"\ngrace = nan',
@@ -618,7 +618,9 @@ def test_load_reads_the_variable_and_the_file(tmp_path: Path):
     config = load({**environ, "PYINIT_SERVICES": "web: x"}, str(other))  # --config wins
     assert list(config.services) == ["web", "cache"] and config.path == str(other)
 
-    assert load({}, None) == Config()
+    assert load({}, None, allow_empty=True) == Config()
+    with pytest.raises(ConfigError, match="no services configured"):
+        load({}, None)
 
 
 def test_load_file_errors(tmp_path: Path):

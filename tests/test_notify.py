@@ -490,9 +490,13 @@ def test_downstream_refuses_a_directory_owned_by_another_user(loop: Loop, tmp_pa
     squatted = tmp_path / "squat"
     squatted.mkdir(mode=0o777)
     os.chown(squatted, 65534, 65534)
-    with pytest.raises(OSError, match="belongs to uid 65534"):
-        Downstream(loop, str(squatted / "notify.sock"), lambda p, f: None, Log("error"))
-    assert not (squatted / "notify.sock").exists()
+    # Refused, logged, and replaced by an abstract address (issue 7.17).
+    downstream = Downstream(loop, str(squatted / "notify.sock"), lambda p, f: None, Log("error"))
+    try:
+        assert downstream.path.startswith("@pyinit-notify-")
+        assert not (squatted / "notify.sock").exists()
+    finally:
+        downstream.close()
 
 
 def test_default_locations_follow_the_ctl_socket_order() -> None:
