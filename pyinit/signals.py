@@ -228,8 +228,9 @@ def send(pid: int, signum: int, *, group: bool = False) -> None:
     """kill(2) or killpg(2), where "no such process" is not an error.
 
     A process that is already gone is not an event here: its exit reaches
-    the reaper. EPERM (a group that changed owner, e.g. a setuid child) leaves
-    nothing pyinit may do either.
+    the reaper. EAGAIN (a full real-time queue: RLIMIT_SIGPENDING) cannot be
+    waited out without blocking the loop. EPERM (a group that changed owner,
+    e.g. a setuid child) leaves nothing pyinit may do either.
     """
     if pid <= 0:
         return
@@ -240,6 +241,8 @@ def send(pid: int, signum: int, *, group: bool = False) -> None:
             os.kill(pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
+    except BlockingIOError:
+        pass  # EAGAIN: the target's real-time signal queue is full; the kernel drops it
 
 
 def parse_signal(text: str, *, allow_zero: bool = False) -> int:
