@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from pyinit.loop import Loop
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
-EPIPE = 32
+_DEV_NULL = os.makedev(1, 3)
 _UNSUPPORTED = frozenset({95, 22, 29})  # EOPNOTSUPP, EINVAL, ESPIPE: no RWF_NOWAIT here
 
 
@@ -53,9 +53,12 @@ class Sink:
         self._waiters: list[Callable[[], None]] = []
         self._loop: Loop | None = None
         try:
-            mode = os.fstat(fd).st_mode
+            info = os.fstat(fd)
         except OSError:
             return
+        mode = info.st_mode
+        if info.st_rdev == _DEV_NULL and stat.S_ISCHR(mode):
+            return  # never blocks: no descriptor spent on it
         if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
             flags = os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
             try:
