@@ -302,12 +302,12 @@ def services_configured(options: Options, environ: Mapping[str, str]) -> bool:
 
 
 def _flag_source(opt: Opt) -> Callable[[str], str]:
-    """How an error names a bad flag value: `--grace 'abc'`.
+    """How an error names a bad flag value: `--grace abc`.
 
-    Quoted (repr), so that a value holding a newline or an escape sequence
+    A value holding a newline or an escape sequence is quoted (repr), so it
     cannot make an error two lines or forge a log line (issue 7, item 21).
     """
-    return lambda value: f"--{opt.long} {value!r}" if opt.parse else f"--{opt.long}"
+    return lambda value: f"--{opt.long} {_shown(value)}" if opt.parse else f"--{opt.long}"
 
 
 def _shown(word: str) -> str:
