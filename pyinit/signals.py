@@ -37,7 +37,10 @@ which signals arrived since the last read. When a read finds the pipe was
 full (it drained the pipe's whole capacity), bytes may have been dropped, and
 the reader adds each recorded SIGCHLD or stop signal that is missing from
 what it read: the reaper drains `waitpid` anyway, and a stop signal is never
-lost. Real-time signals beyond 1 MiB of backlog are still dropped.
+lost. It then writes a 0 byte (no signal) to wake itself once more, for a
+handler that ran just after the read, and checks again. In an overflow a
+stop signal may so be handled twice (forwarded twice), never zero times.
+Real-time signals beyond 1 MiB of backlog are still dropped.
 
 Why not signalfd (through `_ctypes`)? It needs every signal blocked in
 pyinit, and a mask survives exec: every spawn path would have to restore it,
@@ -97,6 +100,8 @@ _arrived: set[int] = set()
 _own_sigpipes = 0
 # Capacity of the wakeup pipe: a read of this much means it was full.
 _capacity = 65536
+_write_fd = -1  # the wakeup pipe's write end (for the re-check byte)
+_rechecking = False  # an overflow was seen: the next read checks `_arrived` too
 _MUST_NOT_LOSE = STOP_SIGNALS | {_signal.SIGCHLD}
 # Python's own start-up ignores these; they are not the parent's choice.
 _IGNORED_BY_PYTHON = frozenset({_signal.SIGPIPE, _signal.SIGXFSZ})
@@ -122,8 +127,9 @@ def install_wakeup() -> int:
     Call before starting any child, so that a signal sent the instant a child
     exists is already waiting in the pipe when the loop starts reading.
     """
-    global original_mask, caught
+    global original_mask, caught, _write_fd
     read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    _write_fd = write_fd
     _grow_pipe(write_fd)
     _signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     handled = []
@@ -161,8 +167,7 @@ def read_wakeup(fd: int) -> bytes:
     Drops the SIGPIPEs pyinit raised itself, and after a possible overflow
     adds the SIGCHLD and stop signals whose bytes were lost.
     """
-    global _own_sigpipes, _arrived
-    arrived, _arrived = _arrived, set()
+    global _own_sigpipes, _arrived, _rechecking
     chunks = []
     total = 0
     while True:
@@ -174,12 +179,27 @@ def read_wakeup(fd: int) -> bytes:
             break
         chunks.append(chunk)
         total += len(chunk)
+    # After reading: a handler that ran during the reads is in this set.
+    arrived, _arrived = _arrived, set()
     data = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+    if b"\0" in data:
+        data = data.replace(b"\0", b"")  # our own re-check byte, not a signal
     if _own_sigpipes and _signal.SIGPIPE in data:
         data, _own_sigpipes = _drop_own_sigpipes(data, _own_sigpipes)
-    if total >= _capacity:
-        lost = bytes(s for s in sorted(arrived & _MUST_NOT_LOSE) if s not in data)
-        data += lost
+    overflow = total >= _capacity
+    if overflow or _rechecking:
+        data += bytes(s for s in sorted(arrived & _MUST_NOT_LOSE) if s not in data)
+    if overflow:
+        # A handler whose byte was dropped may run just after the swap above:
+        # wake the loop once more so the next read sees it (then, if that read
+        # is clean, the episode ends).
+        _rechecking = True
+        try:
+            os.write(_write_fd, b"\0")
+        except OSError:
+            pass  # full again: it will wake us anyway
+    else:
+        _rechecking = False
     return data
 
 
