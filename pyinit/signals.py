@@ -179,6 +179,8 @@ def read_wakeup(fd: int) -> bytes:
             break
         chunks.append(chunk)
         total += len(chunk)
+        if len(chunk) < READ_SIZE:
+            break  # empty now; a later byte wakes epoll again (saves an EAGAIN per wakeup)
     # After reading: a handler that ran during the reads is in this set.
     arrived, _arrived = _arrived, set()
     data = b"".join(chunks) if len(chunks) != 1 else chunks[0]
