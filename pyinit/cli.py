@@ -245,14 +245,14 @@ def _scan_argv(argv: list[str]) -> tuple[dict[str, list[str]], set[str], list[st
             name, eq, value = word[2:].partition("=")
             opt = by_long.get(name)
             if opt is None:
-                raise UsageError(f"unknown option --{name} (see pyinit --help)")
+                raise UsageError(f"unknown option --{_shown(name)} (see pyinit --help)")
             i = take(opt, value if eq else None, i, "--" + name)
         elif word.startswith("-") and word != "-":
             j = 1
             while j < len(word):
                 opt = by_short.get(word[j])
                 if opt is None:
-                    raise UsageError(f"unknown option -{word[j]} (see pyinit --help)")
+                    raise UsageError(f"unknown option -{_shown(word[j])} (see pyinit --help)")
                 if opt.parse is not None:
                     rest = word[j + 1 :]
                     i = take(opt, rest or None, i, "-" + word[j])
@@ -302,8 +302,17 @@ def services_configured(options: Options, environ: Mapping[str, str]) -> bool:
 
 
 def _flag_source(opt: Opt) -> Callable[[str], str]:
-    """How an error names a bad flag value: `--grace abc`."""
-    return lambda value: f"--{opt.long} {value}" if opt.parse else f"--{opt.long}"
+    """How an error names a bad flag value: `--grace abc`.
+
+    A value holding a newline or an escape sequence is quoted (repr), so it
+    cannot make an error two lines or forge a log line (issue 7, item 21).
+    """
+    return lambda value: f"--{opt.long} {_shown(value)}" if opt.parse else f"--{opt.long}"
+
+
+def _shown(word: str) -> str:
+    """A word from argv as an error shows it: as is if printable, else quoted."""
+    return word if word.isprintable() else repr(word)
 
 
 def _variable_source(opt: Opt) -> Callable[[str], str]:

@@ -10,6 +10,10 @@ States of the one child, and what moves between them:
     any --kill timer fires--> SIGKILL to the group (or child); a last short
             timer makes sure pyinit exits even if something cannot die
 
+Without /proc (issue 7, item 5) the strays of DRAINING cannot be listed:
+as PID 1 `kill(-1, ...)` reaches them anyway; as a subreaper pyinit says it
+cannot see them rather than claiming they "survived SIGKILL".
+
 "Group empty" is asked of the kernel (`killpg(pgid, 0)` -> ESRCH) after each
 reap. Group members that outlive their parent are reparented to pyinit (PID
 1 or subreaper), so their deaths reach the reaper as SIGCHLD and no polling
@@ -44,7 +48,11 @@ class CommandSupervisor:
         self.exit_code: int | None = None
         self._kill_timer: Timer | None = None
         self._cleaning_up = False
+        self._blind_warned = False
         self.upstream: Upstream | None = None
+        # The SIGHUP and SIGCONT the kernel sends when we hand the terminal
+        # over (dumb-init #136): dropped once each, never forwarded.
+        self._ignore_once: set[int] = set()
 
     # -- start ---------------------------------------------------------------
 
@@ -62,7 +70,14 @@ class CommandSupervisor:
 
             self.upstream = Upstream.from_environ(os.environ)
             env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
-        self.pid = spawn(argv, new_session=not self.options.single_child, env=env)
+        new_session = not self.options.single_child
+        take_tty = new_session and os.isatty(0)
+        if take_tty:
+            from pyinit.spawn import release_terminal
+
+            if release_terminal():
+                self._ignore_once = {signals.SIGHUP, signals.SIGCONT}
+        self.pid = spawn(argv, new_session=new_session, env=env, take_tty=take_tty)
         self.log.info(f"started {argv[0]!r} (pid {self.pid})", event="started", pid=self.pid)
         if self.upstream is not None:
             self.upstream.ready()
@@ -83,6 +98,8 @@ class CommandSupervisor:
         for signum in received:
             if signum == signals.SIGCHLD:
                 reap_needed = True
+            elif signum in self._ignore_once:
+                self._ignore_once.discard(signum)
             else:
                 self._forward(signum)
         if reap_needed:
@@ -125,8 +142,13 @@ class CommandSupervisor:
             signals.send(self.pid, signum, group=True)
 
     def _reap(self) -> None:
-        for pid, status in reaper.reap():
-            if pid == self.pid:
+        # The per-orphan path is the hot one of a zombie storm (item 28): no
+        # ExitStatus, no message, unless debug logging is on.
+        debug = self.log.enabled("debug")
+        child = self.pid
+        for pid, raw in reaper.reap_raw():
+            if pid == child:
+                status = ExitStatus.from_wait_status(raw)
                 self.status = status
                 self.log.info(
                     f"{self.options.command[0]!r} (pid {pid}) ended: {status.describe()}",
@@ -135,10 +157,9 @@ class CommandSupervisor:
                     exit_code=status.code,
                     signal=status.signal,
                 )
-            else:
-                self.log.debug(
-                    f"reaped orphan pid {pid} ({status.describe()})", event="reaped", pid=pid
-                )
+            elif debug:
+                described = ExitStatus.from_wait_status(raw).describe()
+                self.log.debug(f"reaped orphan pid {pid} ({described})", event="reaped", pid=pid)
         if self.status is not None:
             self._after_child_exit()
 
@@ -157,29 +178,39 @@ class CommandSupervisor:
         # DRAINING: TERM to what is left of the group, and to descendants that
         # left it (a setsid'd daemon): nothing outlives pyinit.
         self._cleaning_up = True
-        strays = self._strays()
         self.log.info(
-            f"pid {self.pid} left processes behind; sending SIGTERM"
-            + (f" to its group and {len(strays)} other(s)" if strays else " to its group"),
+            f"pid {self.pid} left processes behind; sending SIGTERM to its group"
+            " and to other descendants",
             event="stopping_group",
             pid=self.pid,
         )
         self._send(signals.SIGTERM)
-        for pid in strays:
-            signals.send(pid, signals.SIGTERM)
+        self._signal_strays(signals.SIGTERM)
         self._arm_kill_timer()
 
-    def _strays(self) -> list[int]:
-        """Descendants outside the child's process group (a /proc scan: only
-        done when the child has exited and something is left)."""
-        strays = []
-        for pid in reaper.descendants(os.getpid()):
-            try:
-                if os.getpgid(pid) != self.pid:
-                    strays.append(pid)
-            except ProcessLookupError:
-                pass
-        return strays
+    def _signal_strays(self, signum: int) -> None:
+        """Signal descendants outside the child's group (a setsid'd daemon).
+
+        As PID 1 one `kill(-1)` reaches them all, /proc or not; otherwise
+        they are found in /proc, and without /proc they cannot be found.
+        """
+        if os.getpid() == 1:
+            reaper.signal_descendants(signum)
+            return
+        try:
+            pids = reaper.descendants(os.getpid())
+        except reaper.ProcUnreadable as error:
+            if not self._blind_warned:
+                self._blind_warned = True
+                self.log.warning(
+                    f"{error.strerror}: descendants that left pid {self.pid}'s group"
+                    " cannot be found or signalled",
+                    event="no_proc",
+                    pid=self.pid,
+                )
+            return
+        for pid in pids:
+            signals.send(pid, signum)
 
     def _group_alive(self) -> bool:
         try:
@@ -209,8 +240,7 @@ class CommandSupervisor:
         )
         self._send(signals.SIGKILL)
         if self.status is not None:
-            for pid in self._strays():
-                signals.send(pid, signals.SIGKILL)
+            self._signal_strays(signals.SIGKILL)
         self.loop.call_later(KILL_SETTLE_SECONDS, self._on_kill_settle_expired)
 
     def _on_kill_settle_expired(self) -> None:

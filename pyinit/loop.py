@@ -65,7 +65,9 @@ class Loop:
             self._update(fd)
 
     def add_writer(self, fd: int, callback: Callable[[], None]) -> None:
-        """Call `callback` when `fd` is writable (a non-blocking connect done)."""
+        """Call `callback` when `fd` is writable (a non-blocking connect done,
+        or room again on a full stdout: output relays wait this way, never in
+        a blocking write)."""
         self._writers[fd] = callback
         self._update(fd)
 

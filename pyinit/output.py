@@ -12,11 +12,13 @@ built this way:
   writes a newline cannot make PID 1 buffer without bound. (In json mode a
   piece boundary may cut a UTF-8 character; the halves become U+FFFD.)
 * Reads never block (O_NONBLOCK, at most `READS_PER_WAKEUP` reads per wakeup,
-  so one chatty child cannot starve the loop). Writes do block, for whole
-  lines: if our stdout is slow, the child's pipe fills and the child waits,
-  which is the back-pressure it would get writing to stdout directly. If
-  someone made our stdout non-blocking (children sharing its file
-  description in inherit mode can: Node.js does), we poll for POLLOUT.
+  so one chatty child cannot starve the loop). Writes never block either
+  (issue 7, item 2: a blocked write froze PID 1, no reaping, SIGTERM
+  ignored): they go through a non-blocking `logs.Sink`. When our stdout is
+  full, the relay keeps what it could not write, stops reading the child's
+  pipe and waits for the sink to be writable (a writer on the loop). The
+  child's pipe then fills and the child waits: the back-pressure it would
+  get writing to stdout directly, while the loop goes on.
 * A write error (EPIPE: nobody reads our stdout; EBADF) must not take PID 1
   down nor block the child: output is dropped from then on, but the pipe is
   still drained to the end. SIGPIPE is caught by pyinit (signals.py), so the
@@ -25,7 +27,10 @@ built this way:
   line (adding the newline) and closes itself. `close()` does the same for
   the supervisor, which may not wait for EOF (a grandchild can hold the write
   end open forever): it reads what is in the pipe now, at most one pipe
-  capacity, so a child still writing cannot keep it busy.
+  capacity, so a child still writing cannot keep it busy. If our stdout is
+  full then, close() waits for it at most `CLOSE_FLUSH_SECONDS` per stall
+  (shared by every relay of that stdout): a shutdown always finishes, and
+  what could not be written is dropped.
 
 Formats: prefix `web[0] | line` (the bytes pass through untouched); json one
 object a line with the keys time (UTC, ISO 8601 with milliseconds), service,
@@ -39,6 +44,7 @@ import os
 import select
 import time
 
+from pyinit.logs import sink
 from pyinit.services_model import OutputMode
 
 TYPE_CHECKING = False
@@ -48,6 +54,8 @@ if TYPE_CHECKING:
 MAX_LINE = 64 * 1024  # longer lines are emitted in pieces of this size
 READ_SIZE = 64 * 1024  # Linux's default pipe capacity
 READS_PER_WAKEUP = 16  # up to 1 MiB per wakeup, then let other readers run
+CLOSE_FLUSH_SECONDS = 1.0  # how long close() may wait for a full stdout
+_stalled_until: dict[int, float] = {}  # out fd -> end of the current close() wait
 
 
 def make_pipe() -> tuple[int, int]:
@@ -79,6 +87,9 @@ class OutputRelay:
         self._loop = loop
         self._fd = fd
         self._out_fd = out_fd if out_fd is not None else (2 if stream == "stderr" else 1)
+        self._sink = sink(self._out_fd)
+        self._pending = b""  # formatted output our stdout could not take yet
+        self._reading = True
         self._partial = b""
         self.closed = False
         self.write_error: OSError | None = None  # set once writing failed; output is dropped
@@ -103,6 +114,7 @@ class OutputRelay:
         if self.closed:
             return
         self.closed = True
+        self._flush_pending_before_close()
         try:
             budget = fcntl.fcntl(self._fd, fcntl.F_GETPIPE_SZ)
         except OSError:  # not a pipe (a pty, a file): one read's worth
@@ -116,6 +128,8 @@ class OutputRelay:
         if self._partial:
             self._emit([self._partial])
             self._partial = b""
+        self._flush_pending_before_close()
+        self._pending = b""
         self._loop.remove_reader(self._fd)
         try:
             os.close(self._fd)
@@ -124,6 +138,8 @@ class OutputRelay:
 
     def _on_readable(self) -> None:
         for _ in range(READS_PER_WAKEUP):
+            if self._pending:  # our stdout is full: leave the rest in the child's pipe
+                return
             data = self._read()
             if data is None:  # EAGAIN: wait for the next wakeup
                 return
@@ -172,20 +188,63 @@ class OutputRelay:
         return "".join(records).encode("utf-8")
 
     def _write(self, data: bytes) -> None:
-        """Write all of `data`; on an error remember it and drop output from now on."""
+        """Write what our stdout takes now; keep the rest and pause reading."""
+        if self._pending:
+            self._pending += data
+            return
+        rest = self._write_now(data)
+        if rest:
+            self._pending = rest
+            self._pause()
+
+    def _write_now(self, data: bytes) -> bytes:
+        """Write without blocking; return what is left (b"" also after an error)."""
         view = memoryview(data)
         while view:
             try:
-                written = os.write(self._out_fd, view)
-            except BlockingIOError:  # out_fd made non-blocking by someone else
-                poller = select.poll()
-                poller.register(self._out_fd, select.POLLOUT)
-                poller.poll()
-                continue
+                written = self._sink.write(view)
             except OSError as exc:  # EPIPE, EBADF, ENOSPC...
                 self.write_error = exc
-                return
+                return b""
+            if written is None:
+                return bytes(view)
             view = view[written:]
+        if _stalled_until:
+            _stalled_until.pop(self._out_fd, None)  # it drains again
+        return b""
+
+    def _pause(self) -> None:
+        """Stop reading the child's pipe until our stdout can take more."""
+        if self._reading and not self.closed:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+        self._sink.when_writable(self._loop, self._on_writable)
+
+    def _on_writable(self) -> None:
+        if self.closed:
+            return
+        self._pending = self._write_now(self._pending)
+        if self._pending:
+            self._sink.when_writable(self._loop, self._on_writable)
+            return
+        self._reading = True
+        self._loop.add_reader(self._fd, self._on_readable)
+
+    def _flush_pending_before_close(self) -> None:
+        """Write what is pending, waiting for our stdout at most CLOSE_FLUSH_SECONDS
+        per stall (all relays share one wait), then drop what is left."""
+        while self._pending and self.write_error is None:
+            self._pending = self._write_now(self._pending)
+            if not self._pending:
+                _stalled_until.pop(self._out_fd, None)
+                return
+            now = time.monotonic()
+            until = _stalled_until.setdefault(self._out_fd, now + CLOSE_FLUSH_SECONDS)
+            if now >= until:
+                return  # dropped: the caller clears _pending
+            poller = select.poll()
+            poller.register(self._sink.fd, select.POLLOUT)
+            poller.poll(max(1, int((until - now) * 1000)))
 
 
 def _pieces(line: bytes) -> list[bytes]:

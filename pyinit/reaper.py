@@ -22,15 +22,23 @@ def reap() -> list[tuple[int, ExitStatus]]:
     until the kernel says nothing is left (0) or we have no children (ECHILD).
     Orphans reparented to us (as PID 1 or subreaper) are reaped here too.
     """
+    return [(pid, ExitStatus.from_wait_status(status)) for pid, status in reap_raw()]
+
+
+def reap_raw() -> list[tuple[int, int]]:
+    """`reap()` with raw wait statuses: the per-orphan path of a zombie storm
+    builds no object it does not need (issue 7, item 28)."""
     reaped = []
+    waitpid = os.waitpid
+    nohang = os.WNOHANG
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status = waitpid(-1, nohang)
         except ChildProcessError:
             break
         if pid == 0:
             break
-        reaped.append((pid, ExitStatus.from_wait_status(status)))
+        reaped.append((pid, status))
     return reaped
 
 
@@ -47,17 +55,25 @@ def has_children() -> bool:
     return True
 
 
+class ProcUnreadable(OSError):
+    """/proc cannot be listed (not mounted, or hidden): descendants are unknown."""
+
+
 def descendants(root: int) -> list[int]:
     """Every live process below `root`, from /proc (parents before children).
 
-    Used for the final sweep of services mode, so that nothing outlives
-    pyinit; zombies are left out, since the reaper owns them.
+    Zombies are left out, since the reaper owns them. Raises ProcUnreadable
+    (an OSError) when /proc cannot be listed: "none found" and "cannot look"
+    must not read the same, or a sweep finishes while a daemon still runs.
+    `signal_descendants()` needs no /proc when pyinit is PID 1.
     """
     children: dict[int, list[int]] = {}
     try:
         names = os.listdir("/proc")
-    except OSError:
-        return []
+    except OSError as error:
+        raise ProcUnreadable(error.errno, f"cannot list /proc: {error.strerror}") from None
+    if "self" not in names:
+        raise ProcUnreadable(0, "/proc is not a procfs")
     for name in names:
         if not name.isdigit():
             continue
@@ -68,7 +84,7 @@ def descendants(root: int) -> list[int]:
             continue  # it exited while we looked
         # Fields after the command name, which may itself hold ") ".
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if fields[0] != b"Z":
+        if fields and fields[0] != b"Z":
             children.setdefault(int(fields[1]), []).append(int(name))
     found: list[int] = []
     queue = list(children.get(root, ()))
@@ -77,6 +93,32 @@ def descendants(root: int) -> list[int]:
         found.append(pid)
         queue.extend(children.get(pid, ()))
     return found
+
+
+def signal_descendants(signum: int) -> int:
+    """Send `signum` to every process below us; return how many were reached.
+
+    As PID 1, `kill(-1, signum)` reaches every process of the namespace but
+    ourselves, with no /proc needed: returns 1 if it reached any, 0 if none
+    is left (ESRCH). Otherwise each pid of `descendants(os.getpid())` is
+    signalled; raises ProcUnreadable when /proc cannot be listed.
+    """
+    if os.getpid() == 1:
+        try:
+            os.kill(-1, signum)
+        except ProcessLookupError:
+            return 0
+        except PermissionError:
+            return 1  # someone is there, and we may not signal them
+        return 1
+    reached = 0
+    for pid in descendants(os.getpid()):
+        try:
+            os.kill(pid, signum)
+            reached += 1
+        except (ProcessLookupError, PermissionError):
+            pass
+    return reached
 
 
 def _prctl(option: int, arg: int) -> None:

@@ -1,6 +1,8 @@
 """Wire the pieces together for one run: set up, start, loop, exit status.
 
 The order matters and is the point of this module:
+0. fds 0, 1 and 2 exist (on /dev/null if they were closed), before any other
+   descriptor is opened, or the wakeup pipe would land on them (item 4);
 1. inherited descriptors are made close-on-exec, so children get 0, 1, 2 only;
 2. subreaper and parent-death signal, before any child exists to orphan one;
 3. signal handlers, before the child starts, so no signal is missed;
@@ -27,6 +29,27 @@ if TYPE_CHECKING:
     from pyinit.supervisor import Supervisor
 
 
+EMFILE = 24
+
+
+def open_standard_fds() -> None:
+    """Reopen whichever of fds 0, 1, 2 is closed on /dev/null.
+
+    open() returns the lowest free descriptor: while that is 0, 1 or 2 it
+    fills a hole. Otherwise pyinit's own pipes would become its stdout or
+    stderr, and its log lines would be read back as signal numbers.
+    """
+    while True:
+        try:
+            fd = os.open("/dev/null", os.O_RDWR)
+        except OSError:
+            return  # no /dev/null: nothing better to put there
+        if fd > 2:
+            os.close(fd)
+            return
+        os.set_inheritable(fd, True)  # the child gets it as its own 0/1/2
+
+
 def close_inherited_fds() -> None:
     """Mark every descriptor above stderr close-on-exec (SPEC: security)."""
     try:
@@ -51,6 +74,7 @@ def run(
     (with options.command as the main service, if given). Returns pyinit's
     exit status. `prepare` sees the services supervisor before it starts
     (ServiceManager attaches its hooks there)."""
+    open_standard_fds()
     log = Log(options.log_level, options.log_format)
     close_inherited_fds()
     if os.getpid() != 1:
@@ -61,7 +85,11 @@ def run(
         if options.pdeathsig:
             reaper.set_parent_death_signal(options.pdeathsig)
 
-    loop = Loop(log)
+    try:
+        loop = Loop(log)
+        wakeup_fd = signals.install_wakeup()
+    except OSError as error:
+        return _setup_failed(error)
     supervisor: CommandSupervisor | Supervisor
     if config is None:
         supervisor = CommandSupervisor(options, loop, log)
@@ -71,14 +99,15 @@ def run(
         supervisor = Supervisor(config, options, loop, log)
         if prepare is not None:
             prepare(supervisor)
-    wakeup_fd = signals.install_wakeup()
     loop.add_reader(wakeup_fd, lambda: supervisor.on_signals(signals.read_wakeup(wakeup_fd)))
     try:
         supervisor.start()
     except SpawnError as error:
         # Worded like a shell's, without "error:" (SPEC section 1).
-        os.write(2, f"pyinit: {error}\n".encode("utf-8", "backslashreplace"))
+        log.write_line(f"pyinit: {error}")
         return error.status
+    except OSError as error:  # out of descriptors for the exec-error pipe...
+        return _setup_failed(error)
     # Start-up objects live as long as pyinit: move them out of the
     # collector's sight (freeze), then collect normally, since a long-lived
     # PID 1 must not let reference cycles pile up.
@@ -91,5 +120,20 @@ def run(
     finally:
         if config is not None:
             supervisor.close()  # type: ignore[union-attr]
+        log.finish()
     assert supervisor.exit_code is not None
     return supervisor.exit_code
+
+
+def _setup_failed(error: OSError) -> int:
+    """Start-up could not get what an init needs (file descriptors): one line, exit 2."""
+    from pyinit.logs import fatal
+
+    if error.errno == EMFILE:
+        fatal(
+            "too many open files: pyinit needs 7 file descriptors to start"
+            " (raise the RLIMIT_NOFILE limit, ulimit -n)"
+        )
+    else:
+        fatal(f"cannot start: {error}")
+    return 2
