@@ -258,6 +258,19 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> obje
 Json = dict[str, object]
 
 
+class Journal:
+    """What the bench did and when (seconds since the stage began), in the work directory:
+    with --keep, line it up with pyinit's stderr to see what led to a wrong state."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.began = time.monotonic()
+
+    def note(self, text: str) -> None:
+        with open(self.path, "a") as out:
+            out.write(f"{time.monotonic() - self.began:9.3f} {text}\n")
+
+
 # --------------------------------------------------------------------------
 # pyinit ctl, run as a user would
 # --------------------------------------------------------------------------
@@ -667,6 +680,7 @@ def stage_chaos(s: Settings, procs: Processes) -> Result:
     pid1, ctl = start_services(s, procs, config)
     rng = random.Random(s.seed + 1)
     stopped_by_ctl: set[str] = set()
+    journal = Journal(s.workdir / "chaos.actions")
     counts = {"SIGKILL": 0, "SIGSTOP": 0, "SIGCONT": 0, "stop": 0, "start": 0, "restart": 0}
 
     def body() -> None:
@@ -681,19 +695,21 @@ def stage_chaos(s: Settings, procs: Processes) -> Result:
         end = time.monotonic() + s.chaos_s
         while time.monotonic() < end:
             if rng.random() < 0.7:
-                chaos_signal(pid1, rng, counts)
+                chaos_signal(pid1, rng, counts, journal)
             else:
                 verb = rng.choice(("stop", "start", "restart"))
                 name = rng.choice(list(services))
                 done = ctl.run(verb, name)
                 if done is None:
                     raise Hang(f"ctl {verb} {name} did not answer")
+                journal.note(f"ctl {verb} {name} -> {done.returncode} {done.stdout.strip()}")
                 counts[verb] += 1
                 (stopped_by_ctl.add if verb == "stop" else stopped_by_ctl.discard)(name)
             time.sleep(rng.uniform(0.01, 0.06))
         for p in namespace_processes(pid1.host).values():  # the monkey undoes its SIGSTOPs
             if p.state in ("T", "t"):
                 os.kill(p.host, signal.SIGCONT)
+                journal.note(f"end: SIGCONT to pid {p.ns} ({p.argv})")
         check_final(pid1, ctl, expected_set(services, stopped_by_ctl), result)
         result.cpu_s, result.rss_mib = pid1.usage()
         result.notes.append(
@@ -709,7 +725,7 @@ def stage_chaos(s: Settings, procs: Processes) -> Result:
         pid1.stop()
 
 
-def chaos_signal(pid1: Pid1, rng: random.Random, counts: dict[str, int]) -> None:
+def chaos_signal(pid1: Pid1, rng: random.Random, counts: dict[str, int], journal: Journal) -> None:
     """SIGKILL, SIGSTOP or SIGCONT to one random worker (a child of PID 1)."""
     workers = [
         p for p in namespace_processes(pid1.host).values() if p.ns_ppid == 1 and p.state != "Z"
@@ -717,11 +733,13 @@ def chaos_signal(pid1: Pid1, rng: random.Random, counts: dict[str, int]) -> None
     if not workers:
         return
     sig = rng.choice((signal.SIGKILL, signal.SIGKILL, signal.SIGSTOP, signal.SIGCONT))
+    victim = rng.choice(workers)
     try:
-        os.kill(rng.choice(workers).host, sig)
-        counts[signal.Signals(sig).name] += 1
+        os.kill(victim.host, sig)
     except ProcessLookupError:
-        pass
+        return
+    counts[signal.Signals(sig).name] += 1
+    journal.note(f"{signal.Signals(sig).name} to pid {victim.ns} ({victim.argv})")
 
 
 def shutdown_into(pid1: Pid1, result: Result) -> int | None:
@@ -797,6 +815,7 @@ def stage_reloads(s: Settings, procs: Processes) -> tuple[Result, Pid1 | None]:
     config.write_text(config_text(first))
     pid1, ctl = start_services(s, procs, config)
     tally = {"valid": 0, "invalid": 0, "SIGHUP": 0, "ctl reload": 0, "bursts": 0}
+    journal = Journal(s.workdir / "reload.actions")
 
     def body() -> None:
         done_reloads = 0
@@ -805,17 +824,21 @@ def stage_reloads(s: Settings, procs: Processes) -> tuple[Result, Pid1 | None]:
             tally["bursts"] += burst > 1
             for _ in range(burst):
                 if rng.random() < 0.2:
-                    write_config(config, invalid_text(rng, random_services(rng)), rng)
+                    text = invalid_text(rng, random_services(rng))
                     tally["invalid"] += 1
                 else:
-                    write_config(config, config_text(random_services(rng)), rng)
+                    text = config_text(random_services(rng))
                     tally["valid"] += 1
-                trigger_reload(pid1, ctl, rng, tally)
+                write_config(config, text, rng)
+                journal.note("wrote:\n" + text)
+                journal.note(trigger_reload(pid1, ctl, rng, tally))
                 done_reloads += 1
             time.sleep(rng.uniform(0.0, 0.2))
         final = random_services(rng, final=True)
         write_config(config, config_text(final), random.Random(0))
+        journal.note("wrote the final file:\n" + config_text(final))
         os.kill(pid1.host, signal.SIGHUP)
+        journal.note("SIGHUP")
         check_final(pid1, ctl, expected_set(final, set()), result)
         result.cpu_s, result.rss_mib = pid1.usage()
         result.notes.append(
@@ -827,14 +850,17 @@ def stage_reloads(s: Settings, procs: Processes) -> tuple[Result, Pid1 | None]:
     return with_bounds(result, pid1, body), pid1
 
 
-def trigger_reload(pid1: Pid1, ctl: Ctl, rng: random.Random, tally: dict[str, int]) -> None:
+def trigger_reload(pid1: Pid1, ctl: Ctl, rng: random.Random, tally: dict[str, int]) -> str:
+    """SIGHUP (60 %) or `pyinit ctl reload`; returns what it did, for the journal."""
     if rng.random() < 0.6:
         os.kill(pid1.host, signal.SIGHUP)
         tally["SIGHUP"] += 1
-    else:
-        if ctl.run("reload") is None:
-            raise Hang("ctl reload did not answer")
-        tally["ctl reload"] += 1
+        return "SIGHUP"
+    done = ctl.run("reload")
+    if done is None:
+        raise Hang("ctl reload did not answer")
+    tally["ctl reload"] += 1
+    return f"ctl reload -> {done.returncode} {(done.stdout + done.stderr).strip()[:200]}"
 
 
 # --------------------------------------------------------------------------
