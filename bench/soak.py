@@ -877,19 +877,20 @@ def stage_shutdown(s: Settings, procs: Processes, pid1: Pid1 | None) -> Result:
         pid1, _ = start_services(s, procs, config)
         result.notes.append("fresh pyinit with the 20 services of stage c")
     result.cpu_s, result.rss_mib = pid1.usage()
+    tracebacks_before = pid1.tracebacks()
     before = len([p for p in namespace_processes(pid1.host).values() if p.ns != 1])
     stop = pid1.terminate(GRACE_S + STOP_SLACK_S)
-    result.lost_stop = 0 if stop["exited"] else 1
-    result.hangs = 0 if stop["exited"] else 1
+    result.lost_stop = 0 if stop["exited"] else 1  # (not also counted as a hang)
     left = stop["left"]
     assert isinstance(left, list)
     result.unowned = len(left)
     result.zombies = 0
     result.final_ok = stop["exited"] and stop["status"] == 0 and not left
-    result.tracebacks = pid1.tracebacks()
+    result.tracebacks = pid1.tracebacks() - tracebacks_before
+    where = "when pyinit exited" if stop["exited"] else "at the deadline (then SIGKILLed)"
     result.notes.append(
         f"{before} processes; SIGTERM -> exit {stop['status']} in {stop['seconds']:.2f} s"
-        + (f"; alive when pyinit exited: {left[:3]}" if left else "")
+        + (f"; alive {where}: {left[:3]}" if left else "")
     )
     pid1.stop()
     return result
