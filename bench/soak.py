@@ -4,8 +4,8 @@
 Run by hand, as root (it needs `unshare --pid --fork --mount-proc`):
 
     /usr/bin/python3 build_zipapp.py              # dist/pyinit.pyz, the default pyinit
-    /usr/bin/python3 bench/soak.py --quick        # about 2 minutes
-    /usr/bin/python3 bench/soak.py                # about 10 minutes
+    /usr/bin/python3 bench/soak.py --quick        # 1 to 2 minutes
+    /usr/bin/python3 bench/soak.py                # 3 to 10 minutes
 
 Stages (each bounded in time; a stage that overruns its bound is a hang):
   a. orphans   10,000 double-forked orphans -> zombies left, time to reap, CPU (pyinit, tini)
@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -61,6 +62,9 @@ SETTLE_S = 15.0  # how long a stage waits for the final state before calling it 
 ALIVE_STATES = ("starting", "running", "stopping")
 STANDARD_KINDS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGHUP)
 RT_KINDS = tuple(signal.SIGRTMIN + i for i in range(8))
+
+Json = dict[str, object]
+T = TypeVar("T")
 
 
 class Hang(BenchError):
@@ -161,6 +165,16 @@ def settled_zombies(init_host: int, timeout: float) -> list[NsProcess]:
 # --------------------------------------------------------------------------
 
 
+@dataclass
+class Stopped:
+    """How an init took SIGTERM."""
+
+    exited: bool  # within the bound
+    seconds: float
+    status: int | None  # unshare's exit status (the init's)
+    left: list[str]  # argv of what was alive in the last scan before it exited
+
+
 class Pid1:
     """`unshare --pid --fork --mount-proc INIT...`: the init's host pid, stderr, usage."""
 
@@ -205,7 +219,7 @@ class Pid1:
         except (FileNotFoundError, ProcessLookupError, ValueError):
             return None, None
 
-    def terminate(self, bound: float) -> Json:
+    def terminate(self, bound: float) -> Stopped:
         """SIGTERM; wait `bound` s for the exit. Reports the time, status and what was left."""
         sent = time.monotonic()
         left_at_exit: list[NsProcess] = []
@@ -220,12 +234,7 @@ class Pid1:
         status = self.unshare.poll()
         if status is None:
             self.procs.stop(self.unshare)
-        return {
-            "exited": status is not None,
-            "seconds": took,
-            "status": status,
-            "left": [p.argv for p in left_at_exit],
-        }
+        return Stopped(status is not None, took, status, [p.argv for p in left_at_exit])
 
     def stop(self) -> None:
         self.procs.stop(self.unshare)
@@ -243,7 +252,7 @@ def _state(host: int) -> str | None:
         return None
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:
+def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
     """Poll until `predicate()` is truthy and return it; Hang after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -253,9 +262,6 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> obje
         if time.monotonic() >= deadline:
             raise Hang(f"{what}: not within {timeout:g} s")
         time.sleep(0.02)
-
-
-Json = dict[str, object]
 
 
 class Journal:
@@ -330,7 +336,6 @@ class Result:
 class Settings:
     pyinit: list[str]
     python: str
-    tini: str | None
     workdir: Path
     orphans: int
     signals: int
@@ -340,7 +345,8 @@ class Settings:
     log: Callable[[str], None]
 
 
-def pyinit_env(workdir: Path, **extra: str) -> dict[str, str]:
+def pyinit_env(**extra: str) -> dict[str, str]:
+    """The bench's environment without PYINIT_* or NOTIFY_SOCKET, plus `extra`."""
     env = clean_env()
     env.pop("NOTIFY_SOCKET", None)
     env.update(extra)
@@ -377,7 +383,7 @@ def stage_orphans(s: Settings, procs: Processes, name: str, prefix: list[str]) -
     """`count` double-forked orphans reparented to PID 1: time to reap, zombies left, CPU."""
     result = Result("a. orphans", name)
     argv = [*prefix, s.python, str(CHILDREN / "zombie_storm.py"), str(s.orphans)]
-    env = pyinit_env(s.workdir, PYINIT_GRACE=str(GRACE_S))
+    env = pyinit_env(PYINIT_GRACE=str(GRACE_S))
     pid1 = Pid1(procs, argv, s.workdir, env, f"a-orphans-{name}")
 
     def body() -> None:
@@ -413,8 +419,8 @@ def stage_orphans(s: Settings, procs: Processes, name: str, prefix: list[str]) -
                 f"{result.cpu_s / s.orphans * 1e6:.0f} µs CPU per orphan"
             )
         stop = pid1.terminate(GRACE_S + STOP_SLACK_S)
-        result.lost_stop = 0 if stop["exited"] else 1
-        result.notes.append(f"SIGTERM -> exit {stop['status']} in {stop['seconds']:.2f} s")
+        result.lost_stop = 0 if stop.exited else 1
+        result.notes.append(f"SIGTERM -> exit {stop.status} in {stop.seconds:.2f} s")
 
     try:
         return with_bounds(result, pid1, body)
@@ -483,7 +489,7 @@ def stage_signals(s: Settings, procs: Processes, name: str, prefix: list[str]) -
     result = Result("b. signals", name)
     report = s.workdir / f"counts-{name}.json"
     child = [s.python, str(Path(__file__).resolve()), "--signal-counter", str(report)]
-    env = pyinit_env(s.workdir, PYINIT_GRACE=str(GRACE_S))
+    env = pyinit_env(PYINIT_GRACE=str(GRACE_S))
     pid1 = Pid1(procs, [*prefix, *child], s.workdir, env, f"b-signals-{name}")
 
     def body() -> None:
@@ -526,10 +532,10 @@ def stage_signals(s: Settings, procs: Processes, name: str, prefix: list[str]) -
         second = s.signals // 5
         send_storm(pid1.host, second, random.Random(s.seed + 10))
         stop = pid1.terminate(GRACE_S + STOP_SLACK_S)
-        result.lost_stop = 0 if stop["exited"] else 1
+        result.lost_stop = 0 if stop.exited else 1
         result.notes.append(
-            f"SIGTERM right after a 2nd storm of {second} -> exit {stop['status']} "
-            f"in {stop['seconds']:.2f} s"
+            f"SIGTERM right after a 2nd storm of {second} -> exit {stop.status} "
+            f"in {stop.seconds:.2f} s"
         )
 
     try:
@@ -610,7 +616,7 @@ def chaos_services() -> dict[str, dict[str, object]]:
 def start_services(s: Settings, procs: Processes, config: Path) -> tuple[Pid1, Ctl]:
     """pyinit --config `config` as PID 1, with its ctl socket in the work directory."""
     sock = s.workdir / f"ctl-{time.monotonic_ns()}" / "ctl.sock"
-    env = pyinit_env(s.workdir, PYINIT_CTL_SOCKET=str(sock))
+    env = pyinit_env(PYINIT_CTL_SOCKET=str(sock))
     argv = [*s.pyinit, "--grace", str(GRACE_S), "--config", str(config)]
     pid1 = Pid1(procs, argv, s.workdir, env, config.stem)
     wait_for(sock.exists, 15, "pyinit's control socket")
@@ -748,8 +754,8 @@ def shutdown_into(pid1: Pid1, result: Result) -> int | None:
         result.notes.append("pyinit was not running at the end")
         return None
     stop = pid1.terminate(GRACE_S + STOP_SLACK_S)
-    result.notes.append(f"SIGTERM -> exit {stop['status']} in {stop['seconds']:.2f} s")
-    return 0 if stop["exited"] else 1
+    result.notes.append(f"SIGTERM -> exit {stop.status} in {stop.seconds:.2f} s")
+    return 0 if stop.exited else 1
 
 
 # --------------------------------------------------------------------------
@@ -880,16 +886,15 @@ def stage_shutdown(s: Settings, procs: Processes, pid1: Pid1 | None) -> Result:
     tracebacks_before = pid1.tracebacks()
     before = len([p for p in namespace_processes(pid1.host).values() if p.ns != 1])
     stop = pid1.terminate(GRACE_S + STOP_SLACK_S)
-    result.lost_stop = 0 if stop["exited"] else 1  # (not also counted as a hang)
-    left = stop["left"]
-    assert isinstance(left, list)
+    result.lost_stop = 0 if stop.exited else 1  # (not also counted as a hang)
+    left = stop.left
     result.unowned = len(left)
     result.zombies = 0
-    result.final_ok = stop["exited"] and stop["status"] == 0 and not left
+    result.final_ok = stop.exited and stop.status == 0 and not left
     result.tracebacks = pid1.tracebacks() - tracebacks_before
-    where = "when pyinit exited" if stop["exited"] else "at the deadline (then SIGKILLed)"
+    where = "when pyinit exited" if stop.exited else "at the deadline (then SIGKILLed)"
     result.notes.append(
-        f"{before} processes; SIGTERM -> exit {stop['status']} in {stop['seconds']:.2f} s"
+        f"{before} processes; SIGTERM -> exit {stop.status} in {stop.seconds:.2f} s"
         + (f"; alive {where}: {left[:3]}" if left else "")
     )
     pid1.stop()
@@ -992,7 +997,10 @@ def main(argv: list[str] | None = None) -> int:
         else [args.python, str(REPO / "dist" / "pyinit.pyz")]
     )
     become_subreaper()
-    log = lambda text: print(f"soak: {text}", file=sys.stderr, flush=True)  # noqa: E731
+
+    def log(text: str) -> None:
+        print(f"soak: {text}", file=sys.stderr, flush=True)
+
     tini = args.tini if args.tini and os.access(args.tini, os.X_OK) else None
     inits = {"pyinit": [*pyinit, "--grace", str(GRACE_S), "--"]}
     if tini:
@@ -1004,7 +1012,6 @@ def main(argv: list[str] | None = None) -> int:
     s = Settings(
         pyinit,
         args.python,
-        tini,
         workdir,
         args.orphans,
         args.signals,
