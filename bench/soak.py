@@ -58,6 +58,8 @@ from bench_core import (  # noqa: E402  (the bench directory is not a package)
 
 GRACE_S = 2.0  # pyinit's --grace / [pyinit] grace in every stage
 STOP_SLACK_S = 3.0  # SIGTERM -> exit must take at most GRACE_S + this
+MAX_IN_FLIGHT = 30_000  # real-time signals sent but not yet counted (well below `ulimit -i`)
+UNREAD_BOUND_S = 30.0  # how long to wait for an exit anyway, to report how late it came
 SETTLE_S = 15.0  # how long a stage waits for the final state before calling it missed
 ALIVE_STATES = ("starting", "running", "stopping")
 STANDARD_KINDS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGHUP)
@@ -219,17 +221,19 @@ class Pid1:
         except (FileNotFoundError, ProcessLookupError, ValueError):
             return None, None
 
-    def terminate(self, bound: float) -> Stopped:
-        """SIGTERM; wait `bound` s for the exit. Reports the time, status and what was left."""
+    def terminate(self, bound: float, watch: bool = False) -> Stopped:
+        """SIGTERM; wait `bound` s for the exit. Reports the time and status, and with
+        `watch` what was alive at the last scan before the exit (scans cost CPU)."""
         sent = time.monotonic()
         left_at_exit: list[NsProcess] = []
         os.kill(self.host, signal.SIGTERM)
         while self.unshare.poll() is None and time.monotonic() - sent < bound:
-            scan = namespace_processes(self.host)
-            init = scan.get(1)
-            if init is not None and init.state not in ("Z", "X"):
-                left_at_exit = [p for p in scan.values() if p.ns != 1 and p.state != "Z"]
-            time.sleep(0.002)
+            if watch:
+                scan = namespace_processes(self.host)
+                init = scan.get(1)
+                if init is not None and init.state not in ("Z", "X"):
+                    left_at_exit = [p for p in scan.values() if p.ns != 1 and p.state != "Z"]
+            time.sleep(0.002 if watch else 0.01)
         took = time.monotonic() - sent
         status = self.unshare.poll()
         if status is None:
@@ -467,10 +471,20 @@ def read_counts(report: Path) -> dict[int, int]:
         return {}
 
 
-def send_storm(host: int, count: int, rng: random.Random) -> dict[int, int]:
-    """Send `count` signals, half real-time, to `host`; retry a full queue (EAGAIN)."""
+def send_storm(
+    host: int, count: int, rng: random.Random, paced_by: Path | None = None
+) -> dict[int, int]:
+    """Send `count` signals, half real-time, to `host`; retry a full queue (EAGAIN).
+
+    Real-time signals queue against one per-user limit (RLIMIT_SIGPENDING,
+    shared by the init's queue and its child's): past it the kernel refuses
+    the init's forwards, a loss no init can avoid. With `paced_by` (the
+    child's counts), the storm waits while MAX_IN_FLIGHT have not arrived.
+    """
     sent: dict[int, int] = {}
-    for _ in range(count):
+    for index in range(count):
+        if paced_by is not None and index % 500 == 0:
+            wait_in_flight(sent, paced_by)
         kind = rng.choice(RT_KINDS if rng.random() < 0.5 else STANDARD_KINDS)
         for _attempt in range(1000):
             try:
@@ -482,6 +496,20 @@ def send_storm(host: int, count: int, rng: random.Random) -> dict[int, int]:
             raise Hang("the real-time signal queue stayed full for 1 s")
         sent[kind] = sent.get(kind, 0) + 1
     return sent
+
+
+def wait_in_flight(sent: dict[int, int], report: Path) -> None:
+    """Wait until at most MAX_IN_FLIGHT real-time signals are in flight, or until the
+    child's counts stand still for 1 s (then the rest are lost, not in flight)."""
+    sent_rt = sum(v for k, v in sent.items() if k in RT_KINDS)
+    last, still_since = -1, time.monotonic()
+    while time.monotonic() - still_since < 1.0:
+        got_rt = sum(v for k, v in read_counts(report).items() if k in RT_KINDS)
+        if sent_rt - got_rt <= MAX_IN_FLIGHT:
+            return
+        if got_rt != last:
+            last, still_since = got_rt, time.monotonic()
+        time.sleep(0.01)
 
 
 def stage_signals(s: Settings, procs: Processes, name: str, prefix: list[str]) -> Result:
@@ -496,7 +524,7 @@ def stage_signals(s: Settings, procs: Processes, name: str, prefix: list[str]) -
         wait_for(report.exists, 10, "the signal counter to start")
         cpu_before = pid1.cpu_s()
         started = time.monotonic()
-        sent = send_storm(pid1.host, s.signals, random.Random(s.seed))
+        sent = send_storm(pid1.host, s.signals, random.Random(s.seed), paced_by=report)
         took = time.monotonic() - started
         busy = busy_seconds(pid1, 60)
         if busy is None:
@@ -556,6 +584,48 @@ def busy_seconds(pid1: Pid1, bound: float) -> float | None:
         if now != last:
             last, still_since = now, time.monotonic()
     return still_since - began
+
+
+def signal_blocker(ready: str) -> None:
+    """Child mode: block every storm kind (not SIGTERM), say so in `ready`, never take them."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {*STANDARD_KINDS, *RT_KINDS})
+    Path(ready).touch()
+    while True:
+        signal.pause()  # SIGTERM's default action ends us
+
+
+def stage_signals_unread(s: Settings, procs: Processes, name: str, prefix: list[str]) -> Result:
+    """The storm again, to an init whose child never takes the signals: the queues
+    fill up (then any init loses signals; not counted), and SIGTERM must still end it."""
+    result = Result("b. signals, child not reading", name)
+    ready = s.workdir / f"blocker-{name}.ready"
+    child = [s.python, str(Path(__file__).resolve()), "--signal-blocker", str(ready)]
+    env = pyinit_env(PYINIT_GRACE=str(GRACE_S))
+    pid1 = Pid1(procs, [*prefix, *child], s.workdir, env, f"b-unread-{name}")
+
+    def body() -> None:
+        wait_for(ready.exists, 10, "the signal blocker to start")
+        cpu_before = pid1.cpu_s()
+        started = time.monotonic()
+        send_storm(pid1.host, s.signals, random.Random(s.seed))
+        took = time.monotonic() - started
+        result.cpu_s, result.rss_mib = pid1.usage()
+        stop = pid1.terminate(UNREAD_BOUND_S)
+        if result.cpu_s is not None:
+            result.cpu_s -= cpu_before
+        result.lost_stop = 0 if stop.exited and stop.seconds <= GRACE_S + STOP_SLACK_S else 1
+        result.hangs = 0 if stop.exited else 1
+        result.zombies = result.unowned = 0
+        result.notes.append(
+            f"sent {s.signals} in {took:.1f} s; SIGTERM right after -> exit {stop.status} "
+            f"in {stop.seconds:.2f} s (bound {GRACE_S + STOP_SLACK_S:g} s, waited up to "
+            f"{UNREAD_BOUND_S:g} s)"
+        )
+
+    try:
+        return with_bounds(result, pid1, body)
+    finally:
+        pid1.stop()
 
 
 def settle_counts(report: Path, timeout: float) -> dict[int, int]:
@@ -885,7 +955,7 @@ def stage_shutdown(s: Settings, procs: Processes, pid1: Pid1 | None) -> Result:
     result.cpu_s, result.rss_mib = pid1.usage()
     tracebacks_before = pid1.tracebacks()
     before = len([p for p in namespace_processes(pid1.host).values() if p.ns != 1])
-    stop = pid1.terminate(GRACE_S + STOP_SLACK_S)
+    stop = pid1.terminate(GRACE_S + STOP_SLACK_S, watch=True)
     result.lost_stop = 0 if stop.exited else 1  # (not also counted as a hang)
     left = stop.left
     result.unowned = len(left)
@@ -974,10 +1044,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="keep the work directory (pyinit's stderr per stage, TOML files)",
     )
     parser.add_argument("--signal-counter", help=argparse.SUPPRESS)  # child mode
+    parser.add_argument("--signal-blocker", help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args(argv)
     quick = args.quick
     args.orphans = args.orphans or (2000 if quick else 10000)
-    args.signals = args.signals or (20000 if quick else 100000)
+    args.signals = args.signals or 100000  # fewer do not fill a 64 KiB wakeup pipe
     args.chaos_seconds = args.chaos_seconds or (15.0 if quick else 60.0)
     args.reloads = args.reloads or (100 if quick else 500)
     return args
@@ -987,6 +1058,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.signal_counter:
         signal_counter(args.signal_counter)
+        return 0
+    if args.signal_blocker:
+        signal_blocker(args.signal_blocker)
         return 0
     if os.geteuid() != 0 or not shutil.which("unshare"):
         print("soak: needs root and unshare(1)", file=sys.stderr)
@@ -1050,9 +1124,10 @@ def run_all(
         began = time.monotonic()
         s.log(f"stage {stage} ...")
         if stage in ("orphans", "signals"):
-            run = stage_orphans if stage == "orphans" else stage_signals
-            for name, prefix in inits.items():
-                results.append(run(s, procs, name, prefix))
+            runs = [stage_orphans] if stage == "orphans" else [stage_signals, stage_signals_unread]
+            for run in runs:
+                for name, prefix in inits.items():
+                    results.append(run(s, procs, name, prefix))
         elif stage == "chaos":
             results.append(stage_chaos(s, procs))
         elif stage == "reloads":
