@@ -50,8 +50,15 @@ class Service:
     `kwargs`.
     """
 
-    #: Name used in the process title and the logs; None: the service's name.
+    #: Name used in the process title and the logs. Left unset, it is the
+    #: class's name (cotyledon's default); for a `py:` service of a config
+    #: file, the service's own name then wins (see `explicit_name`).
     name: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name is None:
+            cls.name = _DefaultName(cls.__name__)
 
     #: Seconds `terminate()` may take once the stop signal arrives. None: the
     #: service's `grace` applies (pyinit SIGKILLs the worker when it runs
@@ -113,6 +120,18 @@ class Service:
     def notify_watchdog(self) -> bool:
         """Keep-alive for a service with `watchdog` set (sd_notify `WATCHDOG=1`)."""
         return notify("WATCHDOG=1")
+
+
+class _DefaultName(str):
+    """A class name filled in for `Service.name`: not a name the user chose."""
+
+
+def explicit_name(cls: type) -> str | None:
+    """The `name` a class sets itself, None when it is only the default."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name or isinstance(name, _DefaultName):
+        return None
+    return name
 
 
 def overrides(instance: object, method: str) -> bool:
