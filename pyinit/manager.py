@@ -125,6 +125,7 @@ class ServiceManager:
         if ServiceManager._instance_created:
             raise RuntimeError("Only one instance of ServiceManager per application is allowed")
         ServiceManager._instance_created = True
+        self._wakeup = self._catch_signals()  # first: a signal from now on waits for run()
         self._graceful_shutdown_timeout = graceful_shutdown_timeout
         self._services: dict[ServiceId, _Registered] = {}
         self._hooks: dict[str, list[Hook]] = {kind: [] for kind in HOOK_KINDS}
@@ -136,7 +137,6 @@ class ServiceManager:
         self._fast = False  # ... and it is the instantaneous one
         self._exit_code = 0
         self._pid = os.getpid()
-        self._wakeup = self._catch_signals()
 
     # ---- cotyledon's API
 
