@@ -289,3 +289,34 @@ def test_issue_10_as_pid1_orphans_of_workers_are_reaped(as_pid1):
         )
         proc.send(signal.SIGTERM)
         assert proc.wait(15) == 0
+
+
+def test_issue_10_the_pyz_at_the_end_of_sys_path_leaves_the_apps_packages_alone(
+    pyz_path, tmp_path
+):
+    """The README's way to `import pyinit` from the pyz: a .pth file, so that the
+    application's own psutil wins over the copy inside the pyz (PYTHONPATH broke it).
+    Run by the system's python, where pyinit is not installed."""
+    python = "/usr/bin/python3"
+    if not os.path.exists(python):
+        pytest.skip("no /usr/bin/python3")
+    (tmp_path / "pyinit.pth").write_text(f"{pyz_path}\n")
+    own = tmp_path / "app" / "psutil"
+    own.mkdir(parents=True)
+    (own / "__init__.py").write_text("OWNER = 'the application'\n")
+    code = (
+        "import site, sys, runpy\n"
+        f"site.addsitedir({str(tmp_path)!r})\n"  # as python does for site-packages' .pth
+        "import psutil, pyinit\n"
+        "print('psutil', psutil.OWNER, flush=True)\n"
+        "print('pyinit', pyinit.__file__, flush=True)\n"
+        f"sys.argv = [{str(FORK_APP)!r}, 'basic']\n"
+        f"runpy.run_path({str(FORK_APP)!r}, run_name='__main__')\n"
+    )
+    env = base_env({"PYTHONPATH": str(tmp_path / "app")})
+    with InitProcess([python, "-c", code], env=env, cwd=tmp_path) as proc:
+        proc.expect_line(r"psutil the application", 15)
+        assert proc.expect_line(r"pyinit (.*)", 15)[1].startswith(str(pyz_path))
+        run_lines(proc, 2, "Echo")
+        proc.send(signal.SIGTERM)
+        assert proc.wait(15) == 0
