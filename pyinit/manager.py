@@ -309,9 +309,11 @@ class ServiceManager:
             self._log.info(f"{label} (pid {pid}) {_describe(status)}")
             if self._stopping:
                 continue
+            # Decide the respawn first: a hook that reconfigures must find
+            # this slot either due now (and fork it) or waiting its backoff.
+            self._respawn_later(slot, now)
             code = -status.signal if status.signal is not None else (status.code or 0)
             self._run_hooks("dead_worker", slot.service_id, slot.worker_id, code)
-            self._respawn_later(slot, now)
         if self._stopping:
             self._finish_if_done()
         else:

@@ -12,6 +12,7 @@ import re
 import signal
 import sys
 import textwrap
+import time
 
 import pytest
 from support.helpers import (
@@ -320,3 +321,16 @@ def test_issue_10_the_pyz_at_the_end_of_sys_path_leaves_the_apps_packages_alone(
         run_lines(proc, 2, "Echo")
         proc.send(signal.SIGTERM)
         assert proc.wait(15) == 0
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGALRM"])
+def test_issue_10_graceful_shutdown_timeout_and_sigalrm_end_a_hung_stop_with_status_1(stop):
+    """cotyledon: terminate() hung past graceful_shutdown_timeout (1 s here), or a
+    SIGALRM: the instantaneous exit, status 1, nothing left behind."""
+    with start_fork_app("hang") as proc:
+        workers = run_lines(proc, 2, "hang")
+        started = time.monotonic()
+        proc.send(getattr(signal, stop))
+        assert proc.wait(15) == 1
+        assert time.monotonic() - started < (3 if stop == "SIGTERM" else 1)
+        wait_until(lambda: all(is_dead(pid) for pid in workers.values()), 5, "workers gone")

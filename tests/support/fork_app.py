@@ -9,6 +9,7 @@ import functools
 import os
 import signal
 import sys
+import threading
 
 from pyinit import Service, ServiceManager
 
@@ -59,6 +60,18 @@ class Orphaner(Service):
         os._exit(0)
 
 
+class Hang(Service):
+    """terminate() never returns: only the manager's graceful_shutdown_timeout ends it."""
+
+    def run(self):
+        say(f"run hang {self.worker_id} {os.getpid()}")
+
+    def terminate(self):
+        say(f"terminate hang {self.worker_id}")
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+        threading.Event().wait()
+
+
 def factory(worker_id, label):
     return Echo(worker_id, label)
 
@@ -75,7 +88,7 @@ def on_dead_worker(service_id, worker_id, exit_code):
 
 
 scenario = sys.argv[1] if len(sys.argv) > 1 else "basic"
-manager = ServiceManager(graceful_shutdown_timeout=5)
+manager = ServiceManager(graceful_shutdown_timeout=1 if scenario == "hang" else 5)
 manager.register_hooks(on_terminate=lambda: say("terminate hook"))
 
 if scenario == "basic":
@@ -112,6 +125,8 @@ elif scenario == "early-term":
     manager.add(Echo, workers=2)
     os.kill(os.getpid(), signal.SIGTERM)
     say("still alive before run()")
+elif scenario == "hang":
+    manager.add(Hang, workers=2)
 elif scenario == "orphans":
     manager.add(Orphaner)
     manager.add(Echo)
