@@ -105,6 +105,10 @@ def fork_worker(
     code = EXIT_FAILURE
     try:
         code = _child(plan, manager_pid, manager_fds, manager_signals)
+    except BaseException:  # a pyinit bug before the worker took over: say so
+        import traceback
+
+        os.write(2, f"pyinit: error: worker set-up failed:\n{traceback.format_exc()}".encode())
     finally:
         os._exit(code)  # nothing returns into the manager's code (popen_fork's rule)
 

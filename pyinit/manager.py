@@ -68,6 +68,8 @@ RESPAWN_BACKOFF = Backoff(threshold=1.0, min_delay=1.0, max_delay=5.0)
 FAST_EXIT_SECONDS = 1.0
 MANAGER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM, signal.SIGCHLD)
 HOOK_KINDS = ("terminate", "reload", "new_worker", "dead_worker")
+#: Written to the wakeup pipe by another thread to ask for a reconcile (no signal is 0).
+RECONCILE_BYTE = b"\0"
 
 
 class _Registered:
@@ -110,9 +112,9 @@ class _Slot:
 class ServiceManager:
     """Forks, supervises and restarts `Service` workers; see the module docstring."""
 
-    # cotyledon's seatbelt: two managers in one process would fight over
-    # signals and children.
-    _instance_created: ClassVar[bool] = False
+    # cotyledon's seatbelt (and its attribute's name, which some test suites
+    # reset): two managers in one process would fight over signals and children.
+    _process_runner_already_created: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -122,9 +124,9 @@ class ServiceManager:
     ) -> None:
         # wait_interval and mp_context are cotyledon's; pyinit forks without
         # multiprocessing and never polls, so neither has anything to tune.
-        if ServiceManager._instance_created:
+        if ServiceManager._process_runner_already_created:
             raise RuntimeError("Only one instance of ServiceManager per application is allowed")
-        ServiceManager._instance_created = True
+        ServiceManager._process_runner_already_created = True
         self._wakeup = self._catch_signals()  # first: a signal from now on waits for run()
         self._graceful_shutdown_timeout = graceful_shutdown_timeout
         self._services: dict[ServiceId, _Registered] = {}
@@ -164,7 +166,7 @@ class ServiceManager:
             raise ValueError(f"{service_id} service id doesn't exists")
         _check_workers(workers, 0)
         self._services[service_id].workers = workers
-        self._reconcile()
+        self._poke()
 
     def register_hooks(
         self,
@@ -217,8 +219,22 @@ class ServiceManager:
         self._services[service_id] = _Registered(
             factory, workers, tuple(args or ()), dict(kwargs or {}), name
         )
-        self._reconcile()
+        self._poke()
         return service_id
+
+    def _poke(self) -> None:
+        """Reconcile now, in the loop's thread; from another thread, wake the loop for it.
+
+        Forking from another thread would tie the workers' PDEATHSIG to that
+        thread: the kernel sends it when the forking *thread* exits.
+        """
+        if _in_main_thread():
+            self._reconcile()
+            return
+        try:
+            os.write(self._wakeup_write, RECONCILE_BYTE)
+        except BlockingIOError:
+            pass  # the pipe is full of wakeups already: the loop is coming
 
     def _catch_signals(self) -> int:
         """Route the manager's signals to a pipe now, so that they wait for run()."""
@@ -252,6 +268,7 @@ class ServiceManager:
             signal.SIGALRM: lambda: self._fast_exit("SIGALRM"),
             signal.SIGHUP: self._reload,
             signal.SIGCHLD: self._reap,
+            RECONCILE_BYTE[0]: self._reconcile,
         }
         for signum in read_wakeup(self._wakeup):
             handler = handlers.get(signum)

@@ -1,10 +1,13 @@
 """The `Service` base class: what a Python service written for pyinit looks like.
 
 The API is cotyledon's, so that code written for cotyledon ports by changing
-an import. Each worker of a service is a fresh interpreter started by pyinit;
-`pyinit.worker` builds its command line, imports the class, constructs it with
-the worker id and the service's args/kwargs, and maps signals to the methods
-below (SIGTERM/SIGINT/SIGQUIT -> `terminate()`, SIGHUP -> `reload()`).
+an import. A worker is either a fresh interpreter (a `py:module:Class`
+service of PID 1: `pyinit.worker` builds its command line and imports the
+class) or a fork of a `ServiceManager` (`pyinit.forking`); either way it is
+constructed with the worker id and the service's args/kwargs, and signals
+map to the methods below (SIGTERM/SIGQUIT -> `terminate()`, SIGHUP ->
+`reload()`; SIGINT too in a fresh interpreter, while a forked worker exits 1
+at once on SIGINT, as cotyledon's do).
 
 `notify()` speaks the sd_notify datagram protocol to `$NOTIFY_SOCKET`, the
 socket pyinit gives every Python worker: a plain AF_UNIX datagram, so no

@@ -24,6 +24,7 @@ from support.helpers import (
     descendants,
     is_dead,
     proc_stat,
+    stays_true,
     wait_until,
     zombie_children,
 )
@@ -334,3 +335,20 @@ def test_issue_10_graceful_shutdown_timeout_and_sigalrm_end_a_hung_stop_with_sta
         assert proc.wait(15) == 1
         assert time.monotonic() - started < (3 if stop == "SIGTERM" else 1)
         wait_until(lambda: all(is_dead(pid) for pid in workers.values()), 5, "workers gone")
+
+
+def test_issue_10_a_worker_added_from_another_thread_outlives_that_thread():
+    """PDEATHSIG fires when the forking *thread* exits: reconfigure() from a
+    short-lived thread must not fork there, or its new worker is stopped at once."""
+    with start_fork_app("thread-scale") as proc:
+        run_lines(proc, 1, "Echo")
+        proc.send(signal.SIGHUP)  # the reload hook scales to 2 from a thread
+        proc.expect_line("scaling thread gone", 15)
+        worker = int(proc.expect_line(r"run Echo 1 (\d+) .*", 15)[1])
+        stays_true(
+            lambda: not is_dead(worker) and "terminate Echo 1" not in proc.stdout_lines,
+            1.0,
+            "worker 1 keeps running after the thread that asked for it ended",
+        )
+        proc.send(signal.SIGTERM)
+        assert proc.wait(15) == 0

@@ -127,6 +127,20 @@ elif scenario == "early-term":
     say("still alive before run()")
 elif scenario == "hang":
     manager.add(Hang, workers=2)
+elif scenario == "thread-scale":
+    echo = manager.add(Echo)
+
+    def scale_from_a_thread():
+        def scale_then_linger():
+            manager.reconfigure(echo, 2)
+            threading.Event().wait(0.5)  # outlive the new worker's start-up, then end
+
+        thread = threading.Thread(target=scale_then_linger)
+        thread.start()
+        thread.join()
+        say("scaling thread gone")
+
+    manager.register_hooks(on_reload=scale_from_a_thread)
 elif scenario == "orphans":
     manager.add(Orphaner)
     manager.add(Echo)
