@@ -2,21 +2,24 @@
 
 This module stays tiny on purpose: `pyinit` is imported on every start-up of
 the init, so it must not pull in anything the single-command path does not use.
-The public API (`Service`, `ServiceManager`) is imported on first use.
+The public API is imported on first use: `Service` and `ServiceManager`
+(cotyledon's shape), `ServiceBase`, `launch` and `ServiceLauncher`
+(oslo.service's), and the `pyinit.oslo_config_glue` module.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["Service", "ServiceManager", "__version__"]
+__all__ = ["Service", "ServiceBase", "ServiceLauncher", "ServiceManager", "__version__", "launch"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pyinit.launcher import ServiceBase, ServiceLauncher, launch
     from pyinit.manager import ServiceManager
     from pyinit.service import Service
 
 
 def __getattr__(name: str) -> object:
-    """`pyinit.Service`, `pyinit.ServiceManager`, imported when first asked for."""
+    """`pyinit.Service`, `pyinit.ServiceManager`, ..., imported when first asked for."""
     if name == "Service":
         from pyinit.service import Service
 
@@ -25,4 +28,8 @@ def __getattr__(name: str) -> object:
         from pyinit.manager import ServiceManager
 
         return ServiceManager
+    if name in ("ServiceBase", "ServiceLauncher", "launch"):
+        from pyinit import launcher
+
+        return getattr(launcher, name)
     raise AttributeError(f"module 'pyinit' has no attribute {name!r}")

@@ -1,10 +1,13 @@
 """The `Service` base class: what a Python service written for pyinit looks like.
 
 The API is cotyledon's, so that code written for cotyledon ports by changing
-an import. Each worker of a service is a fresh interpreter started by pyinit;
-`pyinit.worker` builds its command line, imports the class, constructs it with
-the worker id and the service's args/kwargs, and maps signals to the methods
-below (SIGTERM/SIGINT/SIGQUIT -> `terminate()`, SIGHUP -> `reload()`).
+an import. A worker is either a fresh interpreter (a `py:module:Class`
+service of PID 1: `pyinit.worker` builds its command line and imports the
+class) or a fork of a `ServiceManager` (`pyinit.forking`); either way it is
+constructed with the worker id and the service's args/kwargs, and signals
+map to the methods below (SIGTERM/SIGQUIT -> `terminate()`, SIGHUP ->
+`reload()`; SIGINT too in a fresh interpreter, while a forked worker exits 1
+at once on SIGINT, as cotyledon's do).
 
 `notify()` speaks the sd_notify datagram protocol to `$NOTIFY_SOCKET`, the
 socket pyinit gives every Python worker: a plain AF_UNIX datagram, so no
@@ -50,8 +53,15 @@ class Service:
     `kwargs`.
     """
 
-    #: Name used in the process title and the logs; None: the service's name.
+    #: Name used in the process title and the logs. Left unset, it is the
+    #: class's name (cotyledon's default); for a `py:` service of a config
+    #: file, the service's own name then wins (see `explicit_name`).
     name: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name is None:
+            cls.name = _DefaultName(cls.__name__)
 
     #: Seconds `terminate()` may take once the stop signal arrives. None: the
     #: service's `grace` applies (pyinit SIGKILLs the worker when it runs
@@ -113,6 +123,18 @@ class Service:
     def notify_watchdog(self) -> bool:
         """Keep-alive for a service with `watchdog` set (sd_notify `WATCHDOG=1`)."""
         return notify("WATCHDOG=1")
+
+
+class _DefaultName(str):
+    """A class name filled in for `Service.name`: not a name the user chose."""
+
+
+def explicit_name(cls: type) -> str | None:
+    """The `name` a class sets itself, None when it is only the default."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name or isinstance(name, _DefaultName):
+        return None
+    return name
 
 
 def overrides(instance: object, method: str) -> bool:

@@ -66,7 +66,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import NoReturn
 
 from pyinit.logs import LEVELS, Log
-from pyinit.service import Service, notify, overrides
+from pyinit.service import Service, explicit_name, notify, overrides
 
 #: The `-c` program. Kept short: it is what `ps` shows before NAME[ID].
 BOOTSTRAP = "import sys;sys.path.insert(0,sys.argv[1]);import pyinit.worker as w;w.main()"
@@ -287,8 +287,8 @@ class Worker:
         )
         if isinstance(instance, Service) and not hasattr(instance, "worker_id"):
             Service.__init__(instance, self.worker_id)  # subclass forgot super().__init__()
-        name = getattr(type(instance), "name", None)
-        if isinstance(name, str) and name and name != self.service:
+        name = explicit_name(type(instance))  # the class name is no better than the service's
+        if name and name != self.service:
             self.title = f"{name}[{self.worker_id}]"
             _set_comm(self.title)
         self.grace = _grace(instance)

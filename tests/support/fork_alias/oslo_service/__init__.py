@@ -1,0 +1,1 @@
+"""`import oslo_service` served by pyinit (test alias; see ../README.md)."""
