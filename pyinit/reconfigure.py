@@ -39,12 +39,10 @@ def apply_new_config(supervisor: Supervisor) -> str:
     old = supervisor.config
     assert old.path is not None
     try:
-        new = load(os.environ, old.path)
+        has_main = any(unit.main for unit in supervisor.units.values())
+        new = load(os.environ, old.path, allow_empty=has_main)
     except ConfigError as error:
         return _refused(supervisor, str(error))
-    if not new.services and not any(unit.main for unit in supervisor.units.values()):
-        # As at start: a file with no services is a mistake, not "stop everything".
-        return _refused(supervisor, f"{old.path}: no services defined")
 
     changes = plan(old, new)
     log.info(describe(changes), event="reload")

@@ -23,7 +23,6 @@ exit status.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import TYPE_CHECKING
 
@@ -182,12 +181,9 @@ class Shutdown:
 
 
 def signal_leftovers(signum: int) -> None:
-    """Every descendant: as PID 1, kill(-1) reaches them all without /proc."""
-    if os.getpid() == 1:
-        try:
-            os.kill(-1, signum)
-        except OSError:
-            pass  # ESRCH: nobody left
-        return
-    for pid in reaper.descendants(os.getpid()):
-        signals.send(pid, signum)
+    """Every descendant (reaper.signal_descendants); without /proc and not
+    PID 1 nothing can be found, and the deadline ends the wait instead."""
+    try:
+        reaper.signal_descendants(signum)
+    except reaper.ProcUnreadable:
+        pass

@@ -124,8 +124,11 @@ class Supervisor:
             from pyinit.notify import Downstream, default_notify_path
 
             path = default_notify_path()
-            self.downstream = Downstream(self.loop, path, self.readiness.on_notify, self.log)
-            self.servers.append(self.downstream)
+            try:
+                self.downstream = Downstream(self.loop, path, self.readiness.on_notify, self.log)
+                self.servers.append(self.downstream)
+            except OSError as error:  # out of fds, say: services with ready=notify never get ready
+                self.log.error(f"no notify socket ({error}); READY=1 from services cannot arrive")
         self._start_servers()
         if self.upstream is not None:
             interval = self.upstream.watchdog_interval()
@@ -307,7 +310,8 @@ class Supervisor:
             if worker.unit.main and isinstance(error, OSError):
                 # COMMAND's exec error reads as in single-command mode (SPEC 1).
                 reason = error.strerror or str(error)
-                os.write(2, f"pyinit: {argv[0]}: {reason}\n".encode("utf-8", "backslashreplace"))
+                shown = argv[0].replace("\r", "\\r").replace("\n", "\\n")  # one line
+                self.log.write_line(f"pyinit: {shown}: {reason}")
             self.log.error(
                 f"{worker.label}: cannot start {argv[0]!r}: {error}",
                 service=spec.name,
