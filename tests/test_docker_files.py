@@ -19,11 +19,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import pytest
-from support.helpers import wait_until
+from support.helpers import children_of, wait_until
 from support.oci_bundle import (
     CONTAINER_PYTHON,
     DEFAULT_ENV,
@@ -49,6 +50,7 @@ NON_PYINIT_FLAGS = {
     "--env", "--time", "--signal", "--stop-timeout", "--stop-signal", "--sdnotify", "--name",
     "--detach", "--mount", "--volume", "--root", "--bundle", "--no-pivot", "--build-arg",
     "--platform", "--target", "--filename",
+    "--interval", "--timeout", "--start-period", "--retries",  # HEALTHCHECK's
 }  # fmt: skip
 # Variables pyinit sets for its children (SPEC section 3) rather than reads: not in --help.
 CHILD_SIDE_VARIABLES = {"PYINIT_WORKER_ID"}
@@ -311,3 +313,63 @@ def test_hadolint_is_clean(path):
         [binary, "--no-color", str(path)], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_services_image_runs_as_its_user_and_its_healthcheck_answers(tmp_path, pyz_path):
+    """docker/Dockerfile.services as its USER would run it: pyinit as PID 1 of a
+    PID and network namespace with the image's ENV, not root; the HEALTHCHECK
+    command, run as that same user, exits 0 once the services are ready, and
+    SIGTERM (docker stop) ends it with status 0."""
+    text = (DOCKER_DIR / "Dockerfile.services").read_text()
+    user = re.search(r"^USER\s+(\d+):(\d+)\s*$", text, re.M)
+    check = re.search(r"^HEALTHCHECK\b.*\bCMD\s+(\[.*\])\s*$", text, re.M)
+    assert user and check, "Dockerfile.services has a numeric USER and an exec-form HEALTHCHECK"
+    uid, gid = user.groups()
+    health = json.loads(check.group(1))
+    assert health[:3] == ["/usr/local/bin/pyinit", "ctl", "ready"], health
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run as the image's user")
+    env = {"PATH": "/usr/bin:/bin", **parse_dockerfile(DOCKER_DIR / "Dockerfile.services").env}
+    as_user = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+    # Where the image's user can read it (pytest's tmp dirs are root's alone).
+    place = tempfile.TemporaryDirectory(prefix="pyinit-image-")
+    os.chmod(place.name, 0o755)
+    pyz = Path(place.name) / "pyinit.pyz"
+    shutil.copy(pyz_path, pyz)
+    os.chmod(pyz, 0o755)
+    prefix = ["unshare", "--pid", "--fork", "--mount-proc", "--net", *as_user]
+    init = subprocess.Popen(
+        [*prefix, CONTAINER_PYTHON, str(pyz)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        def healthcheck() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*as_user, CONTAINER_PYTHON, str(pyz), *health[1:]],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+
+        wait_until(
+            lambda: init.poll() is not None or healthcheck().returncode == 0,
+            15,
+            "the HEALTHCHECK to pass",
+        )
+        assert init.poll() is None, init.stderr.read() if init.stderr else ""
+        pyinit = wait_until(lambda: children_of(init.pid), 5, "pyinit below unshare")[0]
+        os.kill(pyinit, signal.SIGTERM)  # docker stop: SIGTERM to PID 1
+        status = init.wait(DOCKER_STOP_TIMEOUT)
+        stderr = init.stderr.read().decode(errors="replace") if init.stderr else ""
+    finally:
+        if init.poll() is None:
+            init.kill()
+            init.wait(5)
+        place.cleanup()
+    assert status == 0, stderr
+    assert "Traceback" not in stderr
