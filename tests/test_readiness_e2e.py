@@ -328,8 +328,13 @@ def test_ready_timeout_and_watchdog_restart_silent_services(
 
 
 def http_status(port: int, path: str) -> int:
-    """Status code of GET path on 127.0.0.1:port (a kubelet httpGet probe)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    """Status code of GET path on 127.0.0.1:port (a kubelet httpGet probe);
+    0 while nothing listens yet (pyinit still starting), as a probe sees it."""
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    except ConnectionRefusedError:
+        return 0
+    with sock:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: probe\r\n\r\n".encode())
         data = b""
         while chunk := sock.recv(4096):
