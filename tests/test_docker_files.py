@@ -315,10 +315,11 @@ def test_hadolint_is_clean(path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_services_image_runs_as_its_user_and_its_healthcheck_answers(tmp_path, pyz_path):
-    """docker/Dockerfile.services as its USER would run it: pyinit as PID 1 of a
-    PID and network namespace with the image's ENV, not root; the HEALTHCHECK
-    command, run as that same user, exits 0 once the services are ready, and
+def test_services_image_runs_as_its_user_and_its_healthcheck_answers(pyz_path):
+    """docker/Dockerfile.services as its USER would run it: pyinit as PID 1 of
+    its own PID, mount and network namespaces (a private /tmp, as a container
+    has) with the image's ENV, not root; the HEALTHCHECK command, run as that
+    user inside the same namespaces, exits 0 once the services are ready, and
     SIGTERM (docker stop) ends it with status 0."""
     text = (DOCKER_DIR / "Dockerfile.services").read_text()
     user = re.search(r"^USER\s+(\d+):(\d+)\s*$", text, re.M)
@@ -327,28 +328,32 @@ def test_services_image_runs_as_its_user_and_its_healthcheck_answers(tmp_path, p
     uid, gid = user.groups()
     health = json.loads(check.group(1))
     assert health[:3] == ["/usr/local/bin/pyinit", "ctl", "ready"], health
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to run as the image's user")
+    if os.geteuid() != 0 or shutil.which("setpriv") is None or shutil.which("nsenter") is None:
+        pytest.skip("needs root, setpriv and nsenter to run as the image's user")
     env = {"PATH": "/usr/bin:/bin", **parse_dockerfile(DOCKER_DIR / "Dockerfile.services").env}
     as_user = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
-    # Where the image's user can read it (pytest's tmp dirs are root's alone).
-    place = tempfile.TemporaryDirectory(prefix="pyinit-image-")
-    os.chmod(place.name, 0o755)
-    pyz = Path(place.name) / "pyinit.pyz"
+    # Outside /tmp (the namespace gets a fresh one) and readable by the image's user.
+    place = tempfile.mkdtemp(prefix="pyinit-image-", dir="/dev/shm")
+    os.chmod(place, 0o755)
+    pyz = Path(place) / "pyinit.pyz"
     shutil.copy(pyz_path, pyz)
     os.chmod(pyz, 0o755)
-    prefix = ["unshare", "--pid", "--fork", "--mount-proc", "--net", *as_user]
+    container = ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--net"]
+    script = 'mount -t tmpfs -o mode=1777 tmpfs /tmp && exec "$@"'
     init = subprocess.Popen(
-        [*prefix, CONTAINER_PYTHON, str(pyz)],
+        [*container, "sh", "-c", script, "sh", *as_user, CONTAINER_PYTHON, str(pyz)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    pyinit = 0
     try:
+        pyinit = wait_until(lambda: children_of(init.pid), 5, "pyinit below unshare")[0]
 
         def healthcheck() -> subprocess.CompletedProcess[str]:
+            inside = ["nsenter", f"--target={pyinit}", "--mount", "--net", "--pid", "--"]
             return subprocess.run(
-                [*as_user, CONTAINER_PYTHON, str(pyz), *health[1:]],
+                [*inside, *as_user, CONTAINER_PYTHON, str(pyz), *health[1:]],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -362,14 +367,15 @@ def test_services_image_runs_as_its_user_and_its_healthcheck_answers(tmp_path, p
             "the HEALTHCHECK to pass",
         )
         assert init.poll() is None, init.stderr.read() if init.stderr else ""
-        pyinit = wait_until(lambda: children_of(init.pid), 5, "pyinit below unshare")[0]
         os.kill(pyinit, signal.SIGTERM)  # docker stop: SIGTERM to PID 1
         status = init.wait(DOCKER_STOP_TIMEOUT)
         stderr = init.stderr.read().decode(errors="replace") if init.stderr else ""
     finally:
         if init.poll() is None:
+            if pyinit:
+                os.kill(pyinit, signal.SIGKILL)  # the namespace's init: all of it goes
             init.kill()
             init.wait(5)
-        place.cleanup()
+        shutil.rmtree(place, ignore_errors=True)
     assert status == 0, stderr
     assert "Traceback" not in stderr

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -392,14 +394,36 @@ NOTIFIER = (
 )
 
 
+#: The interpreter a container has; outside /tmp, which the namespace replaces.
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.fixture
+def outside_tmp(pyz_path: Path) -> Iterator[list[str]]:
+    """How to run pyinit where a fresh /tmp cannot hide it: the pyz copied to
+    /dev/shm, run by the system python (the checkout, its venv and pytest's
+    tmp dirs may all live under /tmp)."""
+    if not os.path.exists(SYSTEM_PYTHON):
+        pytest.skip(f"no {SYSTEM_PYTHON}")
+    place = tempfile.mkdtemp(prefix="pyinit-faults-", dir="/dev/shm")
+    copy = os.path.join(place, "pyinit.pyz")
+    shutil.copy(pyz_path, copy)
+    yield [SYSTEM_PYTHON, copy]
+    shutil.rmtree(place, ignore_errors=True)
+
+
 def in_namespace(
-    started: list[InitProcess], tmp_path: Path, setup: str = "", tmp_read_only: bool = False
+    started: list[InitProcess],
+    tmp_path: Path,
+    pyinit: list[str],
+    setup: str = "",
+    tmp_read_only: bool = False,
 ) -> InitProcess:
     """pyinit as PID 1 with /run read-only, running `web` (ready=notify) and `idle`."""
     config = tmp_path / "pyinit.toml"
     config.write_text(
         "[services.web]\n"
-        f"cmd = {json.dumps([sys.executable, '-c', NOTIFIER])}\n"
+        f"cmd = {json.dumps([SYSTEM_PYTHON, '-c', NOTIFIER])}\n"
         'ready = "notify"\n'
         "ready_timeout = 20\n"
         "[services.idle]\n"
@@ -407,15 +431,15 @@ def in_namespace(
     )
     script = NAMESPACE_SH.format(setup=setup)
     env = {"TMP_RO": "1" if tmp_read_only else "", "CONFIG": str(config)}
-    argv = ["sh", "-c", script, "sh", pyinit_cmd(), "--config", "/tmp/pyinit.toml"]
+    argv = ["sh", "-c", script, "sh", *pyinit, "--config", "/tmp/pyinit.toml"]
     return start(started, argv, env, prefix=NAMESPACE_PREFIX)
 
 
-def ns_ctl(proc: InitProcess, *args: str) -> subprocess.CompletedProcess[str]:
+def ns_ctl(proc: InitProcess, pyinit: list[str], *args: str) -> subprocess.CompletedProcess[str]:
     """`pyinit ctl ARGS` run inside pyinit's mount, PID and network namespaces."""
     return subprocess.run(
         ["nsenter", f"--target={proc.pid}", "--mount", "--pid", "--net", "--",
-         pyinit_cmd(), "ctl", *args],
+         *pyinit, "ctl", *args],
         env=base_env(), capture_output=True, text=True, timeout=TIMEOUT,
     )  # fmt: skip
 
@@ -425,11 +449,11 @@ def assert_no_traceback(proc: InitProcess) -> None:
 
 
 def test_issue_7_17_notify_directory_owned_by_another_user(
-    tmp_path: Path, started: list[InitProcess]
+    tmp_path: Path, started: list[InitProcess], outside_tmp: list[str]
 ):
     """/tmp/pyinit-notify-0 made by user nobody: pyinit died with a traceback."""
     setup = f"mkdir -m 0777 /tmp/pyinit-notify-0 && chown {NOBODY} /tmp/pyinit-notify-0"
-    proc = in_namespace(started, tmp_path, setup)
+    proc = in_namespace(started, tmp_path, outside_tmp, setup)
     wait_log(proc, r"web\[0\]: ready", timeout=15)
     wait_log(proc, r"pyinit-notify-0.*(uid 65534|belongs)")
     assert_no_traceback(proc)
@@ -437,11 +461,11 @@ def test_issue_7_17_notify_directory_owned_by_another_user(
 
 
 def test_issue_7_17_notify_directory_symlink_is_not_followed(
-    tmp_path: Path, started: list[InitProcess]
+    tmp_path: Path, started: list[InitProcess], outside_tmp: list[str]
 ):
     """A symlink in /tmp led pyinit's notify socket into a directory its planter controls."""
     setup = "mkdir -m 1777 /tmp/trap && ln -s /tmp/trap /tmp/pyinit-notify-0"
-    proc = in_namespace(started, tmp_path, setup)
+    proc = in_namespace(started, tmp_path, outside_tmp, setup)
     wait_log(proc, r"web\[0\]: ready", timeout=15)
     wait_log(proc, r"pyinit-notify-0")
     trap = subprocess.run(
@@ -453,17 +477,17 @@ def test_issue_7_17_notify_directory_symlink_is_not_followed(
 
 
 def test_issue_7_19_read_only_run_and_tmp_still_answer_ctl(
-    tmp_path: Path, started: list[InitProcess]
+    tmp_path: Path, started: list[InitProcess], outside_tmp: list[str]
 ):
     """readOnlyRootFilesystem: no control socket, so `pyinit ctl ready` failed forever."""
-    proc = in_namespace(started, tmp_path, tmp_read_only=True)
+    proc = in_namespace(started, tmp_path, outside_tmp, tmp_read_only=True)
     wait_log(proc, r"web\[0\]: ready", timeout=15)  # the notify socket works too
     done = wait_until(
-        lambda: (d := ns_ctl(proc, "ready")).returncode == 0 and d,
+        lambda: (d := ns_ctl(proc, outside_tmp, "ready")).returncode == 0 and d,
         message=lambda: f"ctl ready inside the namespace; {proc.describe()}",
     )
     assert done.stdout.startswith("ready"), done
-    status = json.loads(ns_ctl(proc, "status", "--json").stdout)
+    status = json.loads(ns_ctl(proc, outside_tmp, "status", "--json").stdout)
     assert sorted(row["service"] for row in status) == ["idle", "web"]
     assert_no_traceback(proc)
 
