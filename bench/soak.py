@@ -54,6 +54,7 @@ from bench_core import (  # noqa: E402  (the bench directory is not a package)
     clean_env,
     read_text,
     scan_proc,
+    wait_until,
 )
 
 GRACE_S = 2.0  # pyinit's --grace / [pyinit] grace in every stage
@@ -257,15 +258,11 @@ def _state(host: int) -> str | None:
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, what: str) -> T:
-    """Poll until `predicate()` is truthy and return it; Hang after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise Hang(f"{what}: not within {timeout:g} s")
-        time.sleep(0.02)
+    """bench_core.wait_until, whose time-out counts as a Hang here."""
+    try:
+        return wait_until(predicate, timeout, what, interval=0.02)
+    except BenchError as error:
+        raise Hang(f"{what}: not within {timeout:g} s") from error
 
 
 class Journal:
