@@ -290,11 +290,36 @@ def parse(argv: list[str], environ: Mapping[str, str]) -> tuple[Options, set[str
     if "verbose" in flags and "log_level" not in values:
         options.log_level = "debug"
     options.command = command
+    options.warnings.extend(unknown_variables(environ))
     if "check" in flags or services_configured(options, environ):
         return options, flags
     if not command:
         raise UsageError("no command given and no services configured (see pyinit --help)")
     return options, flags
+
+
+#: PYINIT_* variables read by something other than the option table: the
+#: compact services, and what pyinit sets for a Python worker.
+OTHER_VARIABLES = frozenset(
+    {"PYINIT_SERVICES", "PYINIT_WORKER_ID", "PYINIT_SERVICE_NAME", "PYINIT_SERVICE_ARGS"}
+)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each PYINIT_* name pyinit does not know (a typo like
+    PYINIT_GRAC would otherwise be ignored in silence), with the closest name."""
+    known = {opt.variable for opt in OPTIONS if opt.variable} | OTHER_VARIABLES
+    unknown = sorted(n for n in environ if n.startswith("PYINIT_") and n not in known)
+    if not unknown:
+        return []
+    import difflib  # only when there is something to say: not on the start-up path
+
+    warnings = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        warnings.append(f"unknown variable {name!r} is ignored{hint}")
+    return warnings
 
 
 def services_configured(options: Options, environ: Mapping[str, str]) -> bool:
@@ -327,6 +352,8 @@ def check(options: Options) -> int:
     from pyinit.logs import fatal
     from pyinit.services_model import format_plan
 
+    for warning in options.warnings:
+        sys.stderr.write(f"pyinit: warning: {warning}\n")
     try:
         config = load(os.environ, options.config, allow_empty=bool(options.command))
     except ConfigError as error:

@@ -78,7 +78,9 @@ class CommandSupervisor:
             if release_terminal():
                 self._ignore_once = {signals.SIGHUP, signals.SIGCONT}
         self.pid = spawn(argv, new_session=new_session, env=env, take_tty=take_tty)
-        self.log.info(f"started {argv[0]!r} (pid {self.pid})", event="started", pid=self.pid)
+        # Quiet where tini is quiet: `docker logs` shows the app, and pyinit
+        # speaks up only when something is wrong (issue 11).
+        self.log.debug(f"started {argv[0]!r} (pid {self.pid})", event="started", pid=self.pid)
         if self.upstream is not None:
             self.upstream.ready()
             interval = self.upstream.watchdog_interval()
@@ -150,7 +152,8 @@ class CommandSupervisor:
             if pid == child:
                 status = ExitStatus.from_wait_status(raw)
                 self.status = status
-                self.log.info(
+                log = self.log.info if status.shell_code else self.log.debug  # a failure: say so
+                log(
                     f"{self.options.command[0]!r} (pid {pid}) ended: {status.describe()}",
                     event="exited",
                     pid=pid,

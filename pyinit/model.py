@@ -32,9 +32,11 @@ class Options:
         "explicit",
         "ctl_socket",
         "health_port",
+        "warnings",
     )
 
     def __init__(self) -> None:
+        self.warnings: list[str] = []  # said once the log exists (runner.run)
         self.command: list[str] = []
         self.single_child = False
         # received signal -> signal to forward; 0 means "drop it"

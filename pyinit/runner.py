@@ -76,6 +76,8 @@ def run(
     (ServiceManager attaches its hooks there)."""
     open_standard_fds()
     log = Log(options.log_level, options.log_format)
+    for warning in options.warnings:
+        log.warning(warning, event="config_warning")
     close_inherited_fds()
     if os.getpid() != 1:
         try:

@@ -121,7 +121,7 @@ def test_json_logging_uses_the_carried_python_json_logger(pyz_path, tmp_path):
     import json
 
     result = subprocess.run(
-        [PYTHON, str(pyz_path), "--log-format", "json", "--", "true"],
+        [PYTHON, str(pyz_path), "--log-format", "json", "-v", "--", "true"],
         cwd=str(tmp_path),
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         capture_output=True,
