@@ -192,16 +192,11 @@ class CommandSupervisor:
         self._arm_kill_timer()
 
     def _signal_strays(self, signum: int) -> None:
-        """Signal descendants outside the child's group (a setsid'd daemon).
-
-        As PID 1 one `kill(-1)` reaches them all, /proc or not; otherwise
-        they are found in /proc, and without /proc they cannot be found.
-        """
-        if os.getpid() == 1:
-            reaper.signal_descendants(signum)
-            return
+        """Signal every descendant, those that left the child's group (a
+        setsid'd daemon) included: reaper.signal_descendants. Without /proc,
+        and not PID 1, they cannot be found: say so once."""
         try:
-            pids = reaper.descendants(os.getpid())
+            reaper.signal_descendants(signum)
         except reaper.ProcUnreadable as error:
             if not self._blind_warned:
                 self._blind_warned = True
@@ -211,9 +206,6 @@ class CommandSupervisor:
                     event="no_proc",
                     pid=self.pid,
                 )
-            return
-        for pid in pids:
-            signals.send(pid, signum)
 
     def _group_alive(self) -> bool:
         try:

@@ -11,6 +11,7 @@ The order matters and is the point of this module:
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     from pyinit.services_model import Config
     from pyinit.supervisor import Supervisor
 
-
-EMFILE = 24
 
 
 def open_standard_fds() -> None:
@@ -131,7 +130,7 @@ def _setup_failed(error: OSError) -> int:
     """Start-up could not get what an init needs (file descriptors): one line, exit 2."""
     from pyinit.logs import fatal
 
-    if error.errno == EMFILE:
+    if error.errno == errno.EMFILE:
         fatal(
             "too many open files: pyinit needs 7 file descriptors to start"
             " (raise the RLIMIT_NOFILE limit, ulimit -n)"
