@@ -40,8 +40,9 @@ ZIP_MAIN = '"""pyinit.pyz entry: see pyinit/__main__.py."""\nimport pyinit.__mai
 HOT_MODULES = {"__main__"} | {
     f"pyinit/{name}"
     for name in (
-        "__init__", "__main__", "_bootstrap", "cli", "model", "runner", "command",
-        "loop", "signals", "spawn", "reaper", "logs",
+        "__init__", "__main__", "_bootstrap", "cli", "runner",
+        "core/__init__", "core/model", "core/values", "core/loop", "core/signals", "core/spawn",
+        "core/reaper", "core/logs", "single/__init__", "single/command",
     )
 }  # fmt: skip
 ARCHITECTURES = {"x86_64": "manylinux2014_x86_64", "aarch64": "manylinux2014_aarch64"}

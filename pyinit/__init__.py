@@ -13,23 +13,23 @@ __all__ = ["Service", "ServiceBase", "ServiceLauncher", "ServiceManager", "__ver
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pyinit.launcher import ServiceBase, ServiceLauncher, launch
-    from pyinit.manager import ServiceManager
-    from pyinit.service import Service
+    from pyinit.python.launcher import ServiceBase, ServiceLauncher, launch
+    from pyinit.python.manager import ServiceManager
+    from pyinit.python.service import Service
 
 
 def __getattr__(name: str) -> object:
     """`pyinit.Service`, `pyinit.ServiceManager`, ..., imported when first asked for."""
     if name == "Service":
-        from pyinit.service import Service
+        from pyinit.python.service import Service
 
         return Service
     if name == "ServiceManager":
-        from pyinit.manager import ServiceManager
+        from pyinit.python.manager import ServiceManager
 
         return ServiceManager
     if name in ("ServiceBase", "ServiceLauncher", "launch"):
-        from pyinit import launcher
+        from pyinit.python import launcher
 
         return getattr(launcher, name)
     raise AttributeError(f"module 'pyinit' has no attribute {name!r}")

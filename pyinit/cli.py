@@ -13,7 +13,8 @@ import os
 import sys
 
 from pyinit import __version__
-from pyinit.model import Options
+from pyinit.core.model import Options
+from pyinit.core.values import parse_bool, parse_choice, parse_exit_code, parse_seconds
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -76,44 +77,8 @@ class UsageError(Exception):
 # -- value parsers: text -> value, or ValueError saying what is wrong ----------
 
 
-def parse_bool(text: str) -> bool:
-    word = text.strip().lower()
-    if word in ("1", "true", "yes", "on"):
-        return True
-    if word in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected 1 or 0 (true/false), got {text!r}")
-
-
-_DURATION_UNITS = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0), ("d", 86400.0))
-
-
-def parse_seconds(text: str) -> float:
-    """`10`, `2.5`, `500ms`, `30s`, `5m`, `1h`, `1d` -> seconds (>= 0)."""
-    word = text.strip().lower()
-    scale = 1.0
-    for suffix, factor in _DURATION_UNITS:
-        if word.endswith(suffix) and word[: -len(suffix)][-1:].isdigit():
-            word, scale = word[: -len(suffix)], factor
-            break
-    try:
-        value = float(word) * scale
-    except ValueError:
-        raise ValueError(f"expected seconds (e.g. 10, 2.5, 500ms, 1m), got {text!r}") from None
-    if not value >= 0 or value == float("inf"):  # also rejects nan
-        raise ValueError(f"expected a duration of 0 or more seconds, got {text!r}")
-    return value
-
-
-def parse_exit_code(text: str) -> int:
-    word = text.strip()
-    if not word.isdigit() or not 0 <= int(word) <= 255:
-        raise ValueError(f"expected an exit status from 0 to 255, got {text!r}")
-    return int(word)
-
-
 def parse_rewrite(text: str) -> tuple[int, int]:
-    from pyinit.signals import SIGKILL, SIGSTOP, parse_signal
+    from pyinit.core.signals import SIGKILL, SIGSTOP, parse_signal
 
     source, sep, target = text.partition(":")
     if not sep or not source.strip() or not target.strip():
@@ -125,25 +90,15 @@ def parse_rewrite(text: str) -> tuple[int, int]:
 
 
 def parse_pdeathsig(text: str) -> int:
-    from pyinit.signals import parse_signal
+    from pyinit.core.signals import parse_signal
 
     return parse_signal(text)
 
 
 def parse_health_port(text: str) -> tuple[str, int]:
-    from pyinit.control import parse_health_port as parse
+    from pyinit.control.server import parse_health_port as parse
 
     return parse(text)
-
-
-def parse_choice(*choices: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        word = text.strip().lower()
-        if word not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
-        return word
-
-    return parse
 
 
 # -- the option table ------------------------------------------------------------
@@ -348,9 +303,9 @@ def _variable_source(opt: Opt) -> Callable[[str], str]:
 def check(options: Options) -> int:
     """`pyinit --check`: validate the services configuration, print the plan."""
     from pyinit.config import ConfigError, load
-    from pyinit.config_imports import first_import_error
-    from pyinit.logs import fatal
-    from pyinit.services_model import format_plan
+    from pyinit.config.imports import first_import_error
+    from pyinit.config.model import format_plan
+    from pyinit.core.logs import fatal
 
     for warning in options.warnings:
         sys.stderr.write(f"pyinit: warning: {warning}\n")
@@ -374,11 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     import gc
 
     gc.disable()  # as in __main__: start-up is short and allocates only what it keeps
-    from pyinit.logs import fatal
+    from pyinit.core.logs import fatal
 
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["ctl"]:  # reserved word: a program named ctl runs after `--`
-        from pyinit.ctl import main_ctl
+        from pyinit.control.client import main_ctl
 
         return main_ctl(args[1:], os.environ)
     try:

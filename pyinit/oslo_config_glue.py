@@ -30,7 +30,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from pyinit.manager import ServiceManager
+    from pyinit.python.manager import ServiceManager
 
 LOG = logging.getLogger(__name__)
 

@@ -15,19 +15,19 @@ import errno
 import gc
 import os
 
-from pyinit import reaper, signals
-from pyinit.command import CommandSupervisor
-from pyinit.logs import Log
-from pyinit.loop import Loop
-from pyinit.model import Options
-from pyinit.spawn import SpawnError
+from pyinit.core import reaper, signals
+from pyinit.core.logs import Log
+from pyinit.core.loop import Loop
+from pyinit.core.model import Options
+from pyinit.core.spawn import SpawnError
+from pyinit.single.command import CommandSupervisor
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from pyinit.services_model import Config
-    from pyinit.supervisor import Supervisor
+    from pyinit.config.model import Config
+    from pyinit.supervise.supervisor import Supervisor
 
 
 
@@ -95,7 +95,7 @@ def run(
     if config is None:
         supervisor = CommandSupervisor(options, loop, log)
     else:
-        from pyinit.supervisor import Supervisor
+        from pyinit.supervise.supervisor import Supervisor
 
         supervisor = Supervisor(config, options, loop, log)
         if prepare is not None:
@@ -128,7 +128,7 @@ def run(
 
 def _setup_failed(error: OSError) -> int:
     """Start-up could not get what an init needs (file descriptors): one line, exit 2."""
-    from pyinit.logs import fatal
+    from pyinit.core.logs import fatal
 
     if error.errno == errno.EMFILE:
         fatal(

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyinit.config import ConfigError, load, load_toml, parse_config, parse_services
-from pyinit.services_model import (
+from pyinit.config.model import (
     Backoff,
     Config,
     OutputMode,

@@ -26,21 +26,22 @@ from pathlib import Path
 
 import pytest
 
-from pyinit import control
-from pyinit.control import (
+from pyinit.control import server as control
+from pyinit.control.client import ClientError, find_socket, request
+from pyinit.control.protocol import REQUEST_LIMIT, default_socket_path, socket_candidates, synopsis
+from pyinit.control.server import (
     ControlError,
     ControlServer,
     HealthServer,
     parse_health_port,
 )
-from pyinit.ctl import ClientError, find_socket, request
-from pyinit.ctl_protocol import REQUEST_LIMIT, default_socket_path, socket_candidates, synopsis
-from pyinit.logs import Log
-from pyinit.loop import Loop
+from pyinit.core.logs import Log
+from pyinit.core.loop import Loop
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLIENT = (
-    "import os, sys; from pyinit.ctl import main_ctl; sys.exit(main_ctl(sys.argv[1:], os.environ))"
+    "import os, sys; from pyinit.control.client import main_ctl;"
+    " sys.exit(main_ctl(sys.argv[1:], os.environ))"
 )
 NOBODY = 65534
 

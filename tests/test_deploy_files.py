@@ -39,7 +39,7 @@ from test_docker_files import help_flags as help_flags  # noqa: F401  (a fixture
 from test_docker_files import help_text as help_text  # noqa: F401  (a fixture)
 
 from pyinit.config import load_toml, parse_config
-from pyinit.services_model import DEFAULT_GRACE, Config
+from pyinit.config.model import DEFAULT_GRACE, Config
 
 MANIFEST = DOCKER_DIR / "kubernetes.yaml"
 QUADLET = DOCKER_DIR / "pyinit.container"

@@ -445,7 +445,7 @@ def test_issue_7_item_1_internal_error_without_traceback_module_is_logged(
     code = (
         "import sys\n"
         "sys.modules['traceback'] = None  # import traceback -> ImportError\n"
-        "from pyinit.logs import Log\n"
+        "from pyinit.core.logs import Log\n"
         "try:\n"
         "    raise RuntimeError('boom')\n"
         "except RuntimeError:\n"

@@ -1,4 +1,4 @@
-"""sd_notify both ways (pyinit.notify), with real sockets and real clients.
+"""sd_notify both ways (pyinit.core.notify), with real sockets and real clients.
 
 Upstream: pyinit's messages reach a datagram socket the test binds (a path
 and an abstract `@` name), in exactly the fields systemd reads. Downstream:
@@ -38,9 +38,9 @@ from pathlib import Path
 import pytest
 from support.helpers import kill_quietly, wait_until
 
-from pyinit.logs import Log
-from pyinit.loop import Loop
-from pyinit.notify import (
+from pyinit.core.logs import Log
+from pyinit.core.loop import Loop
+from pyinit.core.notify import (
     MAX_DATAGRAM,
     Downstream,
     Upstream,

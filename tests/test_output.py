@@ -28,10 +28,10 @@ from pathlib import Path
 import pytest
 from support.helpers import wait_until
 
-from pyinit.logs import Log
-from pyinit.loop import Loop
-from pyinit.output import MAX_LINE, OutputRelay, make_pipe
-from pyinit.services_model import OutputMode
+from pyinit.config.model import OutputMode
+from pyinit.core.logs import Log
+from pyinit.core.loop import Loop
+from pyinit.supervise.output import MAX_LINE, OutputRelay, make_pipe
 
 MODES = [OutputMode.PREFIX, OutputMode.JSON]
 TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")

@@ -1,4 +1,4 @@
-"""Readiness probes (pyinit.readiness) on a real loop, real sockets, real processes.
+"""Readiness probes (pyinit.supervise.probes) on a real loop, real sockets, real processes.
 
 The test plays the supervisor's part for exec checks: `spawn_check` starts
 the command with posix_spawn, watches a pidfd on the loop, reaps exactly that
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from pyinit.logs import Log
-from pyinit.loop import Loop
-from pyinit.model import ExitStatus
-from pyinit.readiness import Probe
-from pyinit.services_model import Readiness, ReadinessKind
+from pyinit.config.model import Readiness, ReadinessKind
+from pyinit.core.logs import Log
+from pyinit.core.loop import Loop
+from pyinit.core.model import ExitStatus
+from pyinit.supervise.probes import Probe
 
 INTERVAL = 0.05
 

@@ -1,4 +1,4 @@
-"""The reload diff (pyinit.reload_plan) and reading a Kubernetes ConfigMap mount.
+"""The reload diff (pyinit.config.reload_plan) and reading a Kubernetes ConfigMap mount.
 
 The diff is pure, so it is replayed on configs built from real config text
 (parse_config) and, with hypothesis, on random pairs of small configs: the
@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyinit.config import ConfigError, load, parse_config
-from pyinit.reload_plan import ReloadPlan, describe, plan
-from pyinit.services_model import Config, ServiceSpec, Settings
+from pyinit.config.model import Config, ServiceSpec, Settings
+from pyinit.config.reload_plan import ReloadPlan, describe, plan
 
 OLD_TOML = """
 [services.migrate]

@@ -1,4 +1,4 @@
-"""The child side of Python services: `pyinit.worker.command_line()` and the worker it starts.
+"""The child side of Python services: `pyinit.python.worker.command_line()` and its worker.
 
 Every test runs a real worker process from the command line the supervisor
 would spawn, with the example classes of tests/support/services_examples.py
@@ -33,7 +33,7 @@ from support.helpers import (
 )
 
 import pyinit
-from pyinit.worker import (
+from pyinit.python.worker import (
     BOOTSTRAP,
     ENV_SERVICE_ARGS,
     ENV_SERVICE_NAME,
@@ -433,7 +433,8 @@ def pyz_command_line(pyz: Path, target: str) -> tuple[list[str], dict[str, str]]
     """command_line() as computed by a pyinit imported from the pyz, by Debian's python3."""
     python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
     program = (
-        "import json, sys; sys.path.insert(0, sys.argv[1]); import pyinit, pyinit.worker as w;"
+        "import json, sys; sys.path.insert(0, sys.argv[1]);"
+        " import pyinit, pyinit.python.worker as w;"
         "print(json.dumps([pyinit.__file__, w.command_line(sys.argv[2], 'imports', 0, (), {})]))"
     )
     done = subprocess.run(

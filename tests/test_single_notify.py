@@ -69,7 +69,7 @@ def test_watchdog_pings_at_half_the_interval(pyinit_argv, listener):
 
 @INSTALLED_ONLY
 def test_the_notify_code_is_imported_only_when_notify_socket_is_set(pyinit_argv, listener):
-    """Start-up stays lean: no NOTIFY_SOCKET, no pyinit.notify import."""
+    """Start-up stays lean: no NOTIFY_SOCKET, no pyinit.core.notify import."""
     path, _ = listener
 
     def imports_notify(extra: dict[str, str]) -> bool:
@@ -78,7 +78,7 @@ def test_the_notify_code_is_imported_only_when_notify_socket_is_set(pyinit_argv,
             [*pyinit_argv, "--", "true"], env=env, capture_output=True, text=True, timeout=30
         )
         assert done.returncode == 0, done.stderr[-2000:]
-        return "import 'pyinit.notify'" in done.stderr
+        return "import 'pyinit.core.notify'" in done.stderr
 
     assert not imports_notify({})
     assert imports_notify({"NOTIFY_SOCKET": path})

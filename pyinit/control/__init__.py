@@ -1,0 +1,1 @@
+"""`pyinit ctl` and the health port: server, client, and the protocol they share."""

@@ -1,0 +1,294 @@
+"""`pyinit ctl`: the client of the control socket (the server is control.py).
+
+One request per run, in the wire format of ctl_protocol.py; the result is
+printed for a person (the status table) or, with `status --json`, as JSON.
+Usage errors are found before connecting, so they never depend on whether
+pyinit runs.
+
+Exit statuses: 0 done (`ready`: ready); 1 pyinit not reachable, not ready,
+or it refused the request (no such service, ...); 2 usage error.
+
+Whom the client trusts (issue 7.18): before it sends a byte, the socket's
+directory must belong to us or root and be closed to writes by others, and
+the listening process (SO_PEERCRED) must run as us or root, just as the
+server admits only those peers. Anything else is refused in one line: a
+socket another user planted would otherwise read our requests and could
+answer `ready` for a pyinit that is not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import struct
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from pyinit.control.protocol import (
+    RUN_DIR,
+    TMP_DIR,
+    USAGE,
+    VerbError,
+    abstract_address,
+    check_arguments,
+    socket_candidates,
+    unix_address,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+CLIENT_TIMEOUT = 5.0  # seconds `pyinit ctl` waits for connect + reply
+
+
+class ClientError(Exception):
+    """`pyinit ctl` could not get an answer, or pyinit refused: exit status 1."""
+
+
+class NotReachable(ClientError):
+    """Nobody listens at that address (the next place to look may have pyinit)."""
+
+
+def find_socket(environ: Mapping[str, str], run_dir: str = RUN_DIR, tmp_dir: str = TMP_DIR) -> str:
+    """Where the client looks: $PYINIT_CTL_SOCKET, else the first candidate
+    that exists, else the abstract address a pyinit without a writable file
+    system listens on (ctl_protocol)."""
+    given = environ.get("PYINIT_CTL_SOCKET", "").strip()
+    if given:
+        return given
+    for path in socket_candidates(environ, run_dir, tmp_dir):
+        try:
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                return path
+        except OSError:
+            continue
+    return abstract_address()
+
+
+def _check_directory(path: str) -> None:
+    """The socket's directory is ours or root's, and nobody else may write to it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return  # connect() says what is wrong with the path
+    me = os.geteuid()
+    if info.st_uid not in (0, me):
+        raise ClientError(
+            f"refusing {path}: its directory {directory} belongs to uid {info.st_uid},"
+            f" not to you (uid {me}) or root"
+        )
+    if info.st_mode & 0o022:
+        raise ClientError(
+            f"refusing {path}: its directory {directory} is writable by other users"
+            f" (mode {stat.S_IMODE(info.st_mode):04o})"
+        )
+
+
+def _check_peer(sock: socket.socket, path: str) -> None:
+    """The listening process runs as us or root (SO_PEERCRED: its credentials at listen())."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", creds)
+    me = os.geteuid()
+    if uid not in (0, me):
+        raise ClientError(
+            f"refusing {path}: it is served by uid {uid} (pid {pid}), not by you (uid {me}) or root"
+        )
+
+
+def request(path: str, verb: str, args: list[str], timeout: float = CLIENT_TIMEOUT) -> object:
+    """Send one request to the pyinit at `path`; return its result or raise ClientError."""
+    deadline = time.monotonic() + timeout
+    if not path.startswith("@"):
+        _check_directory(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(unix_address(path))
+        except (FileNotFoundError, ConnectionRefusedError) as error:
+            raise NotReachable(
+                f"cannot reach pyinit at {path}: {error.strerror} (is pyinit running?)"
+            ) from None
+        except PermissionError:
+            raise ClientError(
+                f"cannot reach pyinit at {path}: permission denied"
+                " (only the user pyinit runs as, and root, may use it)"
+            ) from None
+        _check_peer(sock, path)
+        try:
+            sock.sendall(json.dumps({"verb": verb, "args": args}).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it may have refused us and hung up first: its reply is still to be read
+        data = bytearray()
+        while b"\n" not in data:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                break
+            data += chunk
+    except TimeoutError:
+        raise ClientError(f"pyinit at {path} did not answer within {timeout:g} s") from None
+    except OSError as error:
+        raise ClientError(f"cannot reach pyinit at {path}: {error.strerror or error}") from None
+    finally:
+        sock.close()
+    if not data:
+        raise ClientError(f"pyinit at {path} closed the connection without answering")
+    try:
+        reply = json.loads(data.split(b"\n", 1)[0])
+        ok = reply["ok"]
+    except (ValueError, TypeError, KeyError):
+        raise ClientError(f"pyinit at {path} sent a malformed reply") from None
+    if not ok:
+        raise ClientError(str(reply.get("error")))
+    return reply.get("result")
+
+
+def _request_somewhere(path: str, environ: Mapping[str, str], verb: str, args: list[str]) -> object:
+    """`request` at the given path, else where find_socket looks; a socket
+    file left by a pyinit that died must not hide one listening on the
+    abstract address."""
+    if path or environ.get("PYINIT_CTL_SOCKET", "").strip():
+        return request(path or find_socket(environ), verb, args)
+    found = find_socket(environ)
+    try:
+        return request(found, verb, args)
+    except NotReachable:
+        if found == abstract_address():
+            files = ", ".join(socket_candidates(environ))
+            raise NotReachable(
+                f"cannot reach pyinit: no socket at {files}, and none listens on {found}"
+                " (is pyinit running?)"
+            ) from None
+        try:
+            return request(abstract_address(), verb, args)
+        except NotReachable:
+            pass
+        raise
+
+
+def _usage_text() -> str:
+    lines = ["usage: pyinit ctl [--ctl-socket PATH] VERB [ARG...]", "", "verbs:"]
+    for synopsis, help_text in USAGE.values():
+        lines.append(f"  {synopsis:<18} {help_text}")
+    lines += [
+        "",
+        "The socket: --ctl-socket, else $PYINIT_CTL_SOCKET, else the first that exists of",
+        "/run/pyinit/ctl.sock, $XDG_RUNTIME_DIR/pyinit/ctl.sock, /tmp/pyinit-UID/ctl.sock.",
+        "Exit status: 0 done (ready), 1 not running, not ready or refused, 2 usage error.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main_ctl(argv: list[str], environ: Mapping[str, str]) -> int:
+    """`pyinit ctl [--ctl-socket PATH] VERB [ARG...]`; `argv` is what follows `ctl`."""
+    from pyinit.core.logs import fatal
+
+    path = ""
+    words = list(argv)
+    while words and words[0].startswith("-"):
+        word = words.pop(0)
+        if word in ("-h", "--help"):
+            sys.stdout.write(_usage_text())
+            return 0
+        if word == "--ctl-socket" and words:
+            path = words.pop(0)
+        elif word.startswith("--ctl-socket="):
+            path = word.partition("=")[2]
+        else:
+            fatal(f"ctl: unknown option {word!r} (see pyinit ctl --help)")
+            return 2
+    if not words:
+        fatal("ctl: a verb is needed: " + ", ".join(USAGE) + " (see pyinit ctl --help)")
+        return 2
+    verb, args = words[0], words[1:]
+    if verb == "help":
+        sys.stdout.write(_usage_text())
+        return 0
+    if verb not in USAGE:
+        fatal(f"ctl: unknown verb {verb!r}; known: {', '.join(USAGE)}")
+        return 2
+    as_json = verb == "status" and args == ["--json"]
+    if as_json:
+        args = []
+    try:
+        check_arguments(verb, args)
+        if verb == "signal":
+            from pyinit.core.signals import parse_signal
+
+            args = [args[0], str(parse_signal(args[1]))]
+    except (VerbError, ValueError) as error:
+        fatal(f"ctl: {error}")
+        return 2
+    try:
+        result = _request_somewhere(path, environ, verb, args)
+    except ClientError as error:
+        fatal(str(error))
+        return 1
+    if verb == "status":
+        rows = result if isinstance(result, list) else []
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n" if as_json else format_status(rows))
+        return 0
+    if verb == "ready":
+        ready = isinstance(result, dict) and result.get("ready") is True
+        detail = result.get("detail", "") if isinstance(result, dict) else ""
+        sys.stdout.write(f"{'ready' if ready else 'not ready'}: {detail}\n")
+        return 0 if ready else 1
+    sys.stdout.write(f"{result}\n")
+    return 0
+
+
+def format_status(rows: list[dict[str, object]]) -> str:
+    """The `pyinit ctl status` table."""
+    header = ("SERVICE", "WORKER", "PID", "STATE", "READY", "UPTIME", "RESTARTS", "LAST EXIT")
+    table = [(*header, "RSS", "CPU")]
+    for row in rows:
+        pid, cpu = row.get("pid"), row.get("cpu")
+        table.append(
+            (
+                str(row.get("service", "?")),
+                str(row.get("worker", "?")),
+                str(pid) if pid else "-",
+                str(row.get("state", "?")),
+                "yes" if row.get("ready") else "no",
+                _duration(row.get("uptime")),
+                str(row.get("restarts", 0)),
+                str(row.get("last_exit") or "-"),
+                _size(row.get("rss")),
+                f"{cpu:.2f}s" if isinstance(cpu, int | float) else "-",
+            )
+        )
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    return "".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        + "\n"
+        for line in table
+    )
+
+
+def _duration(value: object) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    s = int(value)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _size(value: object) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    size = float(value)
+    for unit in ("B", "K", "M", "G"):
+        if size < 1024 or unit == "G":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    return "-"

@@ -1,0 +1,1 @@
+"""Python services: the `Service` class, its worker process, and `ServiceManager`."""

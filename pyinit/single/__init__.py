@@ -1,0 +1,1 @@
+"""Single-command mode: one COMMAND, as tini and dumb-init run it."""

@@ -1,0 +1,1 @@
+"""Services mode: desired state -> reconcile -> workers; readiness, output, shutdown."""
