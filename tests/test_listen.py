@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import installed_pyinit
 from support.helpers import (
     INSTALLED_ONLY,
     PID1_ONLY,
@@ -32,8 +33,6 @@ from support.helpers import (
 )
 from support.svc_helpers import host_pid, services_env, wait_log, write_toml
 from test_readiness_e2e import Ctl
-
-pytestmark = PID1_ONLY
 
 
 def free_port() -> int:
@@ -89,9 +88,10 @@ def start(
     env["PYINIT_CTL_SOCKET"] = str(ctl_path)
     proc = start_init(argv, prefix=as_pid1, env=services_env(**env))
     wait_until(ctl_path.exists, 10, lambda: f"the control socket ({proc.describe()})")
-    return proc, Ctl(pyinit_argv[0], ctl_path)
+    return proc, Ctl(installed_pyinit(), ctl_path)  # the pyz variant too: ctl is a client
 
 
+@PID1_ONLY
 def test_a_command_service_serves_on_fd_3_with_the_systemd_variables(
     pyinit_argv: list[str], as_pid1: list[str], start_init: StartInit, tmp_path: Path
 ) -> None:
@@ -112,6 +112,7 @@ def test_a_command_service_serves_on_fd_3_with_the_systemd_variables(
 
 
 @INSTALLED_ONLY
+@PID1_ONLY
 def test_the_socket_survives_a_restart_and_a_connection_during_it_is_queued(
     pyinit_argv: list[str], as_pid1: list[str], start_init: StartInit, tmp_path: Path
 ) -> None:
@@ -167,6 +168,7 @@ def test_the_socket_survives_a_restart_and_a_connection_during_it_is_queued(
 
 
 @pytest.mark.parametrize("pyinit_argv", ["installed", "pyz"], indirect=True)
+@PID1_ONLY
 def test_a_python_service_serves_http_on_its_socket(
     pyinit_argv: list[str], as_pid1: list[str], start_init: StartInit, tmp_path: Path
 ) -> None:
@@ -197,6 +199,7 @@ def test_a_python_service_serves_http_on_its_socket(
     assert proc.wait(10) == 0
 
 
+@PID1_ONLY
 def test_port_80_for_a_service_running_as_nobody(
     pyz_path: Path, as_pid1: list[str], start_init: StartInit, tmp_path: Path
 ) -> None:
@@ -228,6 +231,7 @@ def test_port_80_for_a_service_running_as_nobody(
 
 
 @INSTALLED_ONLY
+@PID1_ONLY
 def test_a_port_in_use_is_one_error_line_and_exit_2_with_nothing_started(
     pyinit_argv: list[str], as_pid1: list[str], start_init: StartInit, tmp_path: Path
 ) -> None:
@@ -262,7 +266,7 @@ def test_bad_listen_entries_are_configuration_errors(
         "web[listen=tcp:80000]: true": "expected a port from 1 to 65535",
         "web[listen=http:80]: true": 'expected "tcp:[HOST:]PORT"',
         "web[listen=unix:run/a.sock]: true": "absolute path",
-        "a[listen=tcp:9000]: true; web[listen=tcp:0.0.0.0:9000]: true": "also listed by a",
+        "a[listen=tcp:9000]: true; web[listen=tcp:0.0.0.0:9000]: true": "also listed by 'a'",
         "web[listen_mode=0660]: true": "needs a unix socket in listen",
         "web[listen=unix:/tmp/x.sock, listen_mode=999]: true": "octal",
         "web[reload_to=all]: true": "one of main, group",
@@ -310,6 +314,7 @@ def test_check_prints_the_listen_addresses(pyinit_argv: list[str], tmp_path: Pat
 
 
 @INSTALLED_ONLY
+@PID1_ONLY
 def test_a_reload_opens_and_closes_only_the_entries_it_adds_and_removes(
     pyinit_argv: list[str], as_pid1: list[str], start_init: StartInit, tmp_path: Path
 ) -> None:
@@ -353,6 +358,7 @@ def test_a_reload_opens_and_closes_only_the_entries_it_adds_and_removes(
 
 
 @INSTALLED_ONLY
+@PID1_ONLY
 def test_reload_signal_goes_to_the_main_process_unless_reload_to_is_group(
     pyinit_argv: list[str], as_pid1: list[str], start_init: StartInit, tmp_path: Path
 ) -> None:

@@ -26,6 +26,7 @@ from pyinit.config.model import (
     Readiness,
     ReadinessKind,
     ReloadMode,
+    ReloadTarget,
     RestartPolicy,
     check_cron,
 )
@@ -162,7 +163,7 @@ def choice(*choices: str) -> Callable[[object], str]:
     return convert
 
 
-E = TypeVar("E", RestartPolicy, OutputMode, ReloadMode)
+E = TypeVar("E", RestartPolicy, OutputMode, ReloadMode, ReloadTarget)
 
 
 def enum_of(kind: type[E]) -> Callable[[object], E]:

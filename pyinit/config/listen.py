@@ -108,8 +108,25 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def parse_mode(text: str) -> int:
-    """'0660' or '660' -> 0o660: octal permission bits of a socket file."""
+def listen_entries(value: object) -> tuple[ListenAddress, ...]:
+    """The `listen` value (a string or an array of strings) -> addresses, each once."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise ValueError('expected an array of addresses, like ["tcp:8000", "unix:/run/a.sock"]')
+    addresses: list[ListenAddress] = []
+    for item in items:
+        address = parse_listen(item)
+        if any(other.key == address.key for other in addresses):
+            raise ValueError(f"{address.key} is listed twice")
+        addresses.append(address)
+    return tuple(addresses)
+
+
+def parse_mode(value: object) -> int:
+    """'0660', '660' or TOML's 0o660 -> 0o660: the permission bits of a socket file."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777:
+        return value  # TOML 0o660; a decimal 660 is past 0o777 and refused below
+    text = value if isinstance(value, str) else str(value)[:20]
     if not text or len(text) > 4 or any(c not in "01234567" for c in text):
         raise ValueError(f'expected octal permission bits like "0660", got {text[:20]!r}')
     return int(text, 8)

@@ -1,7 +1,7 @@
 """Servers that take their socket from pyinit (tests/test_listen.py).
 
 As a command (`listen_app.py [--say TEXT] [--marker FILE] [--linger SECONDS]`):
-accepts on fd 3 (stream) and answers each connection with one JSON line of
+accepts on fds 3.. (stream) and answers each connection with one JSON line of
 what it was given (its pid, LISTEN_*, uid, its open fds, the socket's
 address), then closes it. On SIGTERM it writes `--marker` (if given), stops
 accepting for `--linger` seconds (a slow shutdown, so a test can connect
@@ -17,11 +17,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import signal
 import socket
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def open_fds() -> list[int]:
+    """This process's open fds, without the one listdir used for itself."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            os.fstat(int(name))
+        except OSError:
+            continue
+        found.append(int(name))
+    return sorted(found)
 
 
 def facts(sock: socket.socket) -> dict[str, object]:
@@ -32,7 +45,7 @@ def facts(sock: socket.socket) -> dict[str, object]:
         "listen_fdnames": os.environ.get("LISTEN_FDNAMES"),
         "uid": os.getuid(),
         "say": os.environ.get("SAY", ""),
-        "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
+        "fds": open_fds(),
         "sockname": str(sock.getsockname()),
     }
 
@@ -46,19 +59,32 @@ def main() -> None:
     sockets = [socket.socket(fileno=fd) for fd in range(3, 3 + int(os.environ["LISTEN_FDS"]))]
     known = facts(sockets[0])
 
-    def stop(signum: int, frame: object) -> None:
+    state = {"busy": False, "stopping": False}
+
+    def leave() -> None:
         if args.marker:
             with open(args.marker, "a") as marker:
                 marker.write(f"{os.getpid()}\n")
         time.sleep(args.linger)  # not accepting: connections wait in the queue
         os._exit(0)
 
+    def stop(signum: int, frame: object) -> None:
+        # Graceful: a request being answered is finished first.
+        state["stopping"] = True
+        if not state["busy"]:
+            leave()
+
     signal.signal(signal.SIGTERM, stop)
     while True:
-        conn, _ = sockets[0].accept()
+        ready, _, _ = select.select(sockets, [], [])
+        state["busy"] = True
+        conn, _ = ready[0].accept()
         with conn:
-            answer = dict(known, sockname=str(sockets[0].getsockname()))
+            answer = dict(known, sockname=str(ready[0].getsockname()))
             conn.sendall(json.dumps(answer).encode() + b"\n")
+        state["busy"] = False
+        if state["stopping"]:
+            leave()
 
 
 try:
