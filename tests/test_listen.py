@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -277,6 +278,7 @@ def test_bad_listen_entries_are_configuration_errors(
         "web[listen_mode=0660]: true": "needs a unix socket in listen",
         "web[listen=unix:/tmp/x.sock, listen_mode=999]: true": "octal",
         "web[reload_to=all]: true": "one of main, group",
+        "web[listen=tcp:8000, ready=tcp:8000]: true": "a tcp check of it always passes",
     }
     for services, message in cases.items():
         done = subprocess.run(
@@ -481,3 +483,63 @@ def test_service_manager_workers_forked_from_a_listen_service_serve_on_its_socke
     for got in seen.values():
         assert got["listen_pid"] == str(got["pid"]) and got["count"] == 1, got
     assert seen[0]["pid"] != seen[1]["pid"]
+
+
+@INSTALLED_ONLY
+@PID1_ONLY
+def test_gunicorn_serves_on_the_socket_and_reloads_gracefully_on_sighup(
+    pyinit_argv: list[str], as_pid1: list[str], start_init: StartInit, tmp_path: Path
+) -> None:
+    """gunicorn takes LISTEN_FDS (no --bind: LISTEN_PID must be the master's own
+    pid, or gunicorn ignores them and fails to bind); a SIGHUP reload reaches
+    its master (reload_to = "main", the default), which replaces its 2 workers
+    gracefully: clients making new connections meanwhile see no failure."""
+    pytest.importorskip("gunicorn")
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    port = free_port()
+    config = write_toml(
+        tmp_path / "pyinit.toml",
+        {
+            "web": {
+                "cmd": [gunicorn, "-w", "2", "--chdir", str(SUPPORT_DIR), "wsgi_app:app"],
+                "listen": [f"tcp:127.0.0.1:{port}"],
+            }
+        },
+    )
+    proc, ctl = start(start_init, pyinit_argv, as_pid1, tmp_path, config)
+
+    def pid_answering() -> int | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                return int(response.read())
+        except OSError:
+            return None
+
+    wait_until(pid_answering, 20, lambda: f"gunicorn answering ({proc.describe()})")
+    master = ctl.row("web")["pid"]
+    failures: list[str] = []
+    served: list[int] = []
+    done = threading.Event()
+
+    def client() -> None:
+        while not done.is_set():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+                    served.append(int(response.read()))
+            except OSError as error:
+                failures.append(repr(error))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(2):
+            before = set(served)
+            proc.send(signal.SIGHUP)
+            wait_until(lambda before=before: set(served[-20:]) - before, 20, "new gunicorn workers")
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(15)
+    assert not failures, failures[:5]
+    assert ctl.row("web")["pid"] == master, "the master was reloaded, not restarted"

@@ -74,6 +74,17 @@ def build_service(name: str, raw: Mapping[str, object], origin: str) -> ServiceS
     for key in ("reload_signal", "reload_to"):
         if key in raw and reload is not ReloadMode.SIGNAL:
             raise Invalid((key,), f'needs reload = "signal", not {reload.value!r}')
+    listen = _listen(raw)
+    if ready.kind is ReadinessKind.TCP and any(
+        a.kind == "tcp" and a.port == ready.port for a in listen
+    ):
+        # pyinit's own socket accepts the probe's connect() into its queue
+        # whether or not a worker serves it: the check would always pass.
+        raise Invalid(
+            ("ready",),
+            f"port {ready.port} is in listen, held by pyinit: a tcp check of it always"
+            ' passes; use ready = "notify" or an exec check',
+        )
     if py_class is None and ("args" in raw or "kwargs" in raw):
         key = "args" if "args" in raw else "kwargs"
         raise Invalid((key,), "applies only to class services; put a command's arguments in cmd")
@@ -99,7 +110,7 @@ def build_service(name: str, raw: Mapping[str, object], origin: str) -> ServiceS
         reload=reload,
         reload_signal=convert.get(raw, "reload_signal", convert.signal_number, int(signal.SIGHUP)),
         reload_to=convert.get(raw, "reload_to", convert.enum_of(ReloadTarget), ReloadTarget.MAIN),
-        listen=_listen(raw),
+        listen=listen,
         user=convert.get(raw, "user", convert.user, None),
         group=convert.get(raw, "group", convert.group, None),
         cwd=convert.get(raw, "cwd", convert.path, None),
