@@ -491,7 +491,7 @@ def test_gunicorn_serves_on_the_socket_and_reloads_gracefully_on_sighup(
     pyinit_argv: list[str], as_pid1: list[str], start_init: StartInit, tmp_path: Path
 ) -> None:
     """gunicorn takes LISTEN_FDS (no --bind: LISTEN_PID must be the master's own
-    pid, or gunicorn ignores them and fails to bind); a SIGHUP reload reaches
+    pid, or gunicorn ignores them and binds its default :8000); a SIGHUP reload reaches
     its master (reload_to = "main", the default), which replaces its 2 workers
     gracefully: clients making new connections meanwhile see no failure."""
     pytest.importorskip("gunicorn")
