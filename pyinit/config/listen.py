@@ -65,6 +65,15 @@ class ListenAddress:
         return ", ".join(parts)
 
 
+def describe_listen(addresses: tuple[ListenAddress, ...]) -> str:
+    """'tcp:0.0.0.0:8000 (fd 3), unix:/run/a.sock (fd 4, mode 0660)': what --check shows."""
+    parts = []
+    for fd, address in enumerate(addresses, 3):
+        details = address.details()
+        parts.append(f"{address.key} (fd {fd}{', ' + details if details else ''})")
+    return ", ".join(parts)
+
+
 def parse_listen(text: str) -> ListenAddress:
     """'tcp:8000' -> ListenAddress('tcp', '0.0.0.0', 8000); ValueError naming the problem."""
     kind, sep, rest = text.partition(":")
