@@ -543,3 +543,27 @@ def test_gunicorn_serves_on_the_socket_and_reloads_gracefully_on_sighup(
             thread.join(15)
     assert not failures, failures[:5]
     assert ctl.row("web")["pid"] == master, "the master was reloaded, not restarted"
+
+
+@INSTALLED_ONLY
+@PID1_ONLY
+def test_a_command_that_cannot_be_run_reads_as_an_exec_error(
+    pyinit_argv: list[str], as_pid1: list[str], start_init: StartInit, tmp_path: Path
+) -> None:
+    """Through the exec shim, "command not found" is still one line and status 127."""
+    config = write_toml(
+        tmp_path / "pyinit.toml",
+        {
+            "web": {
+                "cmd": ["no-such-command-xyz"],
+                "listen": [f"tcp:127.0.0.1:{free_port()}"],
+                "restart": "never",
+                "critical": True,
+            }
+        },
+    )
+    proc = start_init([*pyinit_argv, "--config", str(config)], prefix=as_pid1, env=services_env())
+    assert proc.wait(10) == 127
+    lines = proc.stderr_lines()
+    assert "pyinit: no-such-command-xyz: No such file or directory" in lines, lines
+    assert_no_traceback(lines)
