@@ -511,7 +511,7 @@ def test_gunicorn_serves_on_the_socket_and_reloads_gracefully_on_sighup(
     def pid_answering() -> int | None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
-                return int(response.read())
+                return int(response.read().split()[1])
         except OSError:
             return None
 
@@ -525,7 +525,7 @@ def test_gunicorn_serves_on_the_socket_and_reloads_gracefully_on_sighup(
         while not done.is_set():
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
-                    served.append(int(response.read()))
+                    served.append(int(response.read().split()[1]))
             except OSError as error:
                 failures.append(repr(error))
 
