@@ -70,10 +70,6 @@ def build_service(name: str, raw: Mapping[str, object], origin: str) -> ServiceS
     watchdog = convert.get(raw, "watchdog", convert.positive_duration, None)
     if watchdog is not None and ready.kind is not ReadinessKind.NOTIFY:
         raise Invalid(("watchdog",), 'needs ready = "notify" (WATCHDOG=1 comes over it)')
-    reload = convert.get(raw, "reload", convert.enum_of(ReloadMode), ReloadMode.SIGNAL)
-    for key in ("reload_signal", "reload_to"):
-        if key in raw and reload is not ReloadMode.SIGNAL:
-            raise Invalid((key,), f'needs reload = "signal", not {reload.value!r}')
     listen = _listen(raw)
     if ready.kind is ReadinessKind.TCP and any(
         a.kind == "tcp" and a.port == ready.port for a in listen
@@ -85,6 +81,10 @@ def build_service(name: str, raw: Mapping[str, object], origin: str) -> ServiceS
             f"port {ready.port} is in listen, held by pyinit: a tcp check of it always"
             ' passes; use ready = "notify" or an exec check',
         )
+    reload = convert.get(raw, "reload", convert.enum_of(ReloadMode), ReloadMode.SIGNAL)
+    for key in ("reload_signal", "reload_to"):
+        if key in raw and reload is not ReloadMode.SIGNAL:
+            raise Invalid((key,), f'needs reload = "signal", not {reload.value!r}')
     if py_class is None and ("args" in raw or "kwargs" in raw):
         key = "args" if "args" in raw else "kwargs"
         raise Invalid((key,), "applies only to class services; put a command's arguments in cmd")
