@@ -51,7 +51,10 @@ options (each has an environment variable; the flag wins):
                                                                PYINIT_PDEATHSIG=TERM
   -t, --grace SECONDS      after a stop signal, wait this long before SIGKILL;
                            0 waits forever (default 10)        PYINIT_GRACE=10
-      --log-format FORMAT  text or json (default text)         PYINIT_LOG_FORMAT=json
+      --log-format FORMAT  text, json or logfmt (default text); json and logfmt
+                           records carry time, level, source, stream, message
+                           and event fields, as do json/logfmt service lines
+                                                               PYINIT_LOG_FORMAT=json
       --log-level LEVEL    debug, info, warning, error (default info)
                                                                PYINIT_LOG_LEVEL=debug
       --config PATH        services from a TOML file           PYINIT_CONFIG=/etc/pyinit.toml
@@ -61,6 +64,9 @@ options (each has an environment variable; the flag wins):
                            serve /healthz and /readyz over HTTP PYINIT_HEALTH_PORT=8080
       --check              validate the services configuration (PYINIT_SERVICES
                            and --config), print the plan, exit 0 or 2
+      --completion SHELL   print the bash or zsh completion script and exit:
+                           eval "$(pyinit --completion bash)" in ~/.bashrc, or
+                           RUN pyinit --completion bash > /etc/bash_completion.d/pyinit
   -v, --verbose            same as --log-level debug
   -V, --version            print the version and exit
   -h, --help               print this help and exit
@@ -104,10 +110,18 @@ def parse_health_port(text: str) -> tuple[str, int]:
 # -- the option table ------------------------------------------------------------
 
 
-class Opt:
-    """One option: its flags, its variable, how to parse it, where it goes."""
+#: What a value is, for shell completion (pyinit/completion.py): a kind, or the words.
+FILE, SIGNAL, SIGNAL_PAIR = "file", "signal", "signal:signal"
+LOG_FORMATS = ("text", "json", "logfmt")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+SHELLS = ("bash", "zsh")
 
-    __slots__ = ("short", "long", "variable", "parse", "attr", "repeat")
+
+class Opt:
+    """One option: its flags, its variable, how to parse it, where it goes,
+    and what shell completion offers for its value (`complete`)."""
+
+    __slots__ = ("short", "long", "variable", "parse", "attr", "repeat", "complete")
 
     def __init__(
         self,
@@ -117,6 +131,7 @@ class Opt:
         parse: Callable[[str], object] | None,
         attr: str,
         repeat: bool = False,
+        complete: str | tuple[str, ...] = (),
     ) -> None:
         self.short = short
         self.long = long
@@ -124,30 +139,51 @@ class Opt:
         self.parse = parse  # None: a flag that takes no value
         self.attr = attr
         self.repeat = repeat
+        self.complete = complete  # FILE, SIGNAL, SIGNAL_PAIR, or the words themselves
 
 
 OPTIONS = (
     Opt("c", "single-child", "PYINIT_SINGLE_CHILD", None, "single_child"),
-    Opt("r", "rewrite", "PYINIT_REWRITE", parse_rewrite, "rewrite", repeat=True),
+    Opt(
+        "r",
+        "rewrite",
+        "PYINIT_REWRITE",
+        parse_rewrite,
+        "rewrite",
+        repeat=True,
+        complete=SIGNAL_PAIR,
+    ),
     Opt("e", "remap-exit", "PYINIT_REMAP_EXIT", parse_exit_code, "remap_exit", repeat=True),
-    Opt("p", "pdeathsig", "PYINIT_PDEATHSIG", parse_pdeathsig, "pdeathsig"),
+    Opt("p", "pdeathsig", "PYINIT_PDEATHSIG", parse_pdeathsig, "pdeathsig", complete=SIGNAL),
     Opt("t", "grace", "PYINIT_GRACE", parse_seconds, "grace"),
-    Opt(None, "log-format", "PYINIT_LOG_FORMAT", parse_choice("text", "json"), "log_format"),
+    Opt(
+        None,
+        "log-format",
+        "PYINIT_LOG_FORMAT",
+        parse_choice(*LOG_FORMATS),
+        "log_format",
+        complete=LOG_FORMATS,
+    ),
     Opt(
         None,
         "log-level",
         "PYINIT_LOG_LEVEL",
-        parse_choice("debug", "info", "warning", "error"),
+        parse_choice(*LOG_LEVELS),
         "log_level",
+        complete=LOG_LEVELS,
     ),
-    Opt(None, "config", "PYINIT_CONFIG", str, "config"),
-    Opt(None, "ctl-socket", "PYINIT_CTL_SOCKET", str, "ctl_socket"),
+    Opt(None, "config", "PYINIT_CONFIG", str, "config", complete=FILE),
+    Opt(None, "ctl-socket", "PYINIT_CTL_SOCKET", str, "ctl_socket", complete=FILE),
     Opt(None, "health-port", "PYINIT_HEALTH_PORT", parse_health_port, "health_port"),
     Opt(None, "check", None, None, "check"),
+    Opt(None, "completion", None, parse_choice(*SHELLS), "completion", complete=SHELLS),
     Opt("v", "verbose", None, None, "verbose"),
     Opt("V", "version", None, None, "version"),
     Opt("h", "help", None, None, "help"),
 )
+
+
+BY_ATTR = {opt.attr: opt for opt in OPTIONS}
 
 
 def _apply(options: Options, opt: Opt, values: list[str], source: Callable[[str], str]) -> None:
@@ -228,10 +264,14 @@ def parse(argv: list[str], environ: Mapping[str, str]) -> tuple[Options, set[str
     values, flags, command = _scan_argv(argv)
     if "help" in flags or "version" in flags:
         return Options(), flags
+    if "completion" in values:  # an action, like --help: nothing else matters
+        options, opt = Options(), BY_ATTR["completion"]
+        _apply(options, opt, values["completion"], _flag_source(opt))
+        return options, flags | {"completion"}
 
     options = Options()
     for opt in OPTIONS:
-        if opt.attr in ("verbose", "version", "help", "check"):
+        if opt.attr in ("verbose", "version", "help", "check", "completion"):
             continue
         if opt.attr in values or opt.attr in flags:
             flag_values = values.get(opt.attr, ["1"])
@@ -346,6 +386,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if "version" in flags:
         sys.stdout.write(f"pyinit {__version__}\n")
+        return 0
+    if "completion" in flags:
+        from pyinit.completion import script
+
+        sys.stdout.write(script(options.completion or "bash"))
         return 0
     if "check" in flags:
         return check(options)
