@@ -48,7 +48,8 @@ class OutputMode(enum.Enum):
 
     INHERIT = "inherit"  # the child writes to pyinit's own stdout/stderr
     PREFIX = "prefix"  # `web[0] | line`
-    JSON = "json"  # one object a line: time, service, worker, stream, message
+    JSON = "json"  # one object a line: time, level, source, stream, message, service, worker
+    LOGFMT = "logfmt"  # the same fields as `key=value` pairs
 
 
 class ReloadMode(enum.Enum):
