@@ -37,17 +37,24 @@ Decisions where SPEC.md is silent (README/--check users see them as errors):
 - `[pyinit]` holds grace, log_format, log_level, ctl_socket, health_port;
   signal rewriting and exit remapping stay with the flags/variables, since
   they are about COMMAND.
+- `${VAR}`, `${VAR:-default}` and `$$` in values are expanded from pyinit's
+  environment (config/expand.py) at start and at every reload.
+- `output` defaults to `prefix` when more than one program writes output
+  (two services or more, or one beside the main COMMAND), so their lines can
+  be told apart; with one service it stays `inherit` (issue 11). The main
+  COMMAND itself always inherits, as in single-command mode.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from types import MappingProxyType
 
 from pyinit.config.build import BACKOFF_KEYS, READY_TABLE_KEYS, SERVICE_KEYS, SETTINGS_KEYS
 from pyinit.config.compact import parse_compact
 from pyinit.config.errors import ConfigError, Parsed, did_you_mean
-from pyinit.config.model import Config, ServiceSpec, Settings, find_cycle
+from pyinit.config.model import Config, OutputMode, ServiceSpec, Settings, find_cycle
 from pyinit.config.toml_file import parse_toml, read_file
 from pyinit.core.model import Options
 
@@ -79,11 +86,12 @@ def load(
     No service at all is a ConfigError unless `allow_empty` (a main COMMAND
     runs beside them): SPEC 1 makes "neither a COMMAND nor any service" a
     usage error, and at reload an emptied file would otherwise stop every
-    service (issue 7.16).
+    service (issue 7.16). `${VAR}` in values is expanded from `environ`.
     """
     path = config_path or environ.get("PYINIT_CONFIG") or None
     toml_text = read_file(path) if path else None
-    config = parse_config(environ.get(VARIABLE, ""), toml_text, path)
+    services_text = environ.get(VARIABLE, "")
+    config = parse_config(services_text, toml_text, path, environ, main_command=allow_empty)
     if not config.services and not allow_empty:
         raise ConfigError(_nothing_configured(environ.get(VARIABLE, ""), path))
     return config
@@ -95,30 +103,61 @@ def _nothing_configured(services_text: str, path: str | None) -> str:
     return f"no services configured: {file}{variable} (and no COMMAND given)"
 
 
-def parse_config(services_text: str, toml_text: str | None, path: str | None) -> Config:
-    """Pure form of `load`: both texts in, one checked Config out."""
-    parsed = parse_compact(services_text, VARIABLE)
+def parse_config(
+    services_text: str,
+    toml_text: str | None,
+    path: str | None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    main_command: bool = False,
+) -> Config:
+    """Pure form of `load`: both texts (and the environment to expand them
+    from; default pyinit's) in, one checked Config out."""
+    parsed = parse_compact(services_text, VARIABLE, environ)
     settings = Settings()
     if toml_text is not None:
-        settings, from_file = parse_toml(toml_text, path or "<config>")
+        settings, from_file = parse_toml(toml_text, path or "<config>", environ)
         parsed = _merge(parsed, from_file)
     _check_dependencies(parsed)
-    services = MappingProxyType({p.spec.name: p.spec for p in parsed})
-    return Config(settings=settings, services=services, path=path)
+    specs = _default_output(parsed, main_command)
+    return Config(settings=settings, services=MappingProxyType(specs), path=path)
 
 
-def parse_services(text: str, origin: str = VARIABLE) -> dict[str, ServiceSpec]:
+def parse_services(
+    text: str, origin: str = VARIABLE, environ: Mapping[str, str] | None = None
+) -> dict[str, ServiceSpec]:
     """The compact form alone, with its `after` names checked among themselves."""
-    parsed = parse_compact(text, origin)
+    parsed = parse_compact(text, origin, environ)
     _check_dependencies(parsed)
     return {p.spec.name: p.spec for p in parsed}
 
 
-def load_toml(text: str, path: str) -> tuple[Settings, dict[str, ServiceSpec]]:
+def load_toml(
+    text: str, path: str, environ: Mapping[str, str] | None = None
+) -> tuple[Settings, dict[str, ServiceSpec]]:
     """The TOML form alone, with its `after` names checked among themselves."""
-    settings, parsed = parse_toml(text, path)
+    settings, parsed = parse_toml(text, path, environ)
     _check_dependencies(parsed)
     return settings, {p.spec.name: p.spec for p in parsed}
+
+
+def _default_output(parsed: list[Parsed], main_command: bool) -> dict[str, ServiceSpec]:
+    """Specs by name; where `output` is not written, `prefix` when several programs
+    write output (see the module docstring), so interleaved lines say whose they are.
+
+    A rule about the whole configuration, so `parse_services` and `load_toml`
+    (one form alone) leave it to `parse_config`.
+    """
+    several = len(parsed) + main_command > 1
+    output = OutputMode.PREFIX if several else OutputMode.INHERIT
+    return {
+        p.spec.name: (
+            p.spec
+            if "output" in p.keys
+            else dataclasses.replace(p.spec, output=output, output_default=True)
+        )
+        for p in parsed
+    }
 
 
 def merge_settings(options: Options, settings: Settings) -> None:

@@ -151,6 +151,9 @@ class ServiceSpec:
     schedule: Schedule | None = None
     # Where it was written ("PYINIT_SERVICES entry 2", "/etc/pyinit.toml:7"), for messages.
     origin: str = field(default="", compare=False)
+    # `output` was not written: chosen by config.load's rule (inherit, or
+    # prefix beside other programs), and kept as it is across reloads.
+    output_default: bool = field(default=False, compare=False)
 
     @property
     def kind(self) -> str:

@@ -33,7 +33,7 @@ def apply_new_config(supervisor: Supervisor) -> str:
     """Re-read supervisor.config.path and apply it; returns a one-line summary."""
     from pyinit.config import ConfigError, load
     from pyinit.config.model import start_order
-    from pyinit.config.reload_plan import describe, plan
+    from pyinit.config.reload_plan import describe, keep_default_outputs, plan
 
     log = supervisor.log
     old = supervisor.config
@@ -43,6 +43,7 @@ def apply_new_config(supervisor: Supervisor) -> str:
         new = load(os.environ, old.path, allow_empty=has_main)
     except ConfigError as error:
         return _refused(supervisor, str(error))
+    new = keep_default_outputs(old, new)
 
     changes = plan(old, new)
     log.info(describe(changes), event="reload")
