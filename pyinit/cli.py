@@ -350,7 +350,12 @@ def check(options: Options) -> int:
     for warning in options.warnings:
         sys.stderr.write(f"pyinit: warning: {warning}\n")
     try:
-        config = load(os.environ, options.config, allow_empty=bool(options.command))
+        config = load(
+            os.environ,
+            options.config,
+            allow_empty=bool(options.command),
+            log_format=options.log_format if "log_format" in options.explicit else None,
+        )
     except ConfigError as error:
         fatal(str(error))
         return EXIT_USAGE
@@ -403,7 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     from pyinit.config import ConfigError, load, merge_settings
 
     try:
-        config = load(os.environ, options.config, allow_empty=bool(options.command))
+        config = load(
+            os.environ,
+            options.config,
+            allow_empty=bool(options.command),
+            log_format=options.log_format if "log_format" in options.explicit else None,
+        )
     except ConfigError as error:
         fatal(str(error))
         return EXIT_USAGE

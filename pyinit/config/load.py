@@ -43,8 +43,9 @@ Decisions where SPEC.md is silent (README/--check users see them as errors):
   environment (config/expand.py) at start and at every reload.
 - `output` defaults to `prefix` when more than one program writes output
   (two services or more, or one beside the main COMMAND), so their lines can
-  be told apart; with one service it stays `inherit` (issue 11). The main
-  COMMAND itself always inherits, as in single-command mode.
+  be told apart -- or to pyinit's log format when that is json or logfmt, so
+  a collector reading them parses every line; with one service it stays
+  `inherit` (issue 11). The main COMMAND always inherits, as tini's does.
 """
 
 from __future__ import annotations
@@ -82,7 +83,11 @@ VARIABLE = "PYINIT_SERVICES"
 
 
 def load(
-    environ: Mapping[str, str], config_path: str | None = None, *, allow_empty: bool = False
+    environ: Mapping[str, str],
+    config_path: str | None = None,
+    *,
+    allow_empty: bool = False,
+    log_format: str | None = None,
 ) -> Config:
     """PYINIT_SERVICES and the TOML file (`config_path`, else PYINIT_CONFIG), merged and checked.
 
@@ -90,11 +95,15 @@ def load(
     runs beside them): SPEC 1 makes "neither a COMMAND nor any service" a
     usage error, and at reload an emptied file would otherwise stop every
     service (issue 7.16). `${VAR}` in values is expanded from `environ`.
+    `log_format` is pyinit's own, when a flag or variable chose it (else the
+    file's [pyinit] log_format applies): it shapes the default `output`.
     """
     path = config_path or environ.get("PYINIT_CONFIG") or None
     toml_text = read_file(path) if path else None
     services_text = environ.get(VARIABLE, "")
-    config = parse_config(services_text, toml_text, path, environ, main_command=allow_empty)
+    config = parse_config(
+        services_text, toml_text, path, environ, main_command=allow_empty, log_format=log_format
+    )
     if not config.services and not allow_empty:
         raise ConfigError(_nothing_configured(environ.get(VARIABLE, ""), path))
     return config
@@ -113,6 +122,7 @@ def parse_config(
     environ: Mapping[str, str] | None = None,
     *,
     main_command: bool = False,
+    log_format: str | None = None,
 ) -> Config:
     """Pure form of `load`: both texts (and the environment to expand them
     from; default pyinit's) in, one checked Config out."""
@@ -122,7 +132,7 @@ def parse_config(
         settings, from_file = parse_toml(toml_text, path or "<config>", environ)
         parsed = _merge(parsed, from_file)
     _check_dependencies(parsed)
-    specs = _default_output(parsed, main_command)
+    specs = _default_output(parsed, main_command, log_format or settings.log_format or "text")
     return Config(settings=settings, services=MappingProxyType(specs), path=path)
 
 
@@ -144,15 +154,20 @@ def load_toml(
     return settings, {p.spec.name: p.spec for p in parsed}
 
 
-def _default_output(parsed: list[Parsed], main_command: bool) -> dict[str, ServiceSpec]:
-    """Specs by name; where `output` is not written, `prefix` when several programs
-    write output (see the module docstring), so interleaved lines say whose they are.
+def _default_output(
+    parsed: list[Parsed], main_command: bool, log_format: str
+) -> dict[str, ServiceSpec]:
+    """Specs by name; where `output` is not written and several programs write
+    output (see the module docstring), `prefix`, or pyinit's own `log_format`
+    when that is json or logfmt, so that every line on stderr parses.
 
     A rule about the whole configuration, so `parse_services` and `load_toml`
     (one form alone) leave it to `parse_config`.
     """
-    several = len(parsed) + main_command > 1
-    output = OutputMode.PREFIX if several else OutputMode.INHERIT
+    output = OutputMode.INHERIT
+    if len(parsed) + main_command > 1:
+        structured = log_format in (OutputMode.JSON.value, OutputMode.LOGFMT.value)
+        output = OutputMode(log_format) if structured else OutputMode.PREFIX
     return {
         p.spec.name: (
             p.spec

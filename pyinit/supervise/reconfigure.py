@@ -81,7 +81,8 @@ def apply_new_config(supervisor: Supervisor) -> str:
     assert old.path is not None
     try:
         has_main = any(unit.main for unit in supervisor.units.values())
-        new = load(os.environ, old.path, allow_empty=has_main)
+        fmt = supervisor.options.log_format  # what pyinit logs in: shapes default outputs
+        new = load(os.environ, old.path, allow_empty=has_main, log_format=fmt)
     except ConfigError as error:
         return _refused(supervisor, str(error))
     new = keep_default_outputs(old, new)
