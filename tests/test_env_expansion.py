@@ -157,7 +157,7 @@ def test_an_unset_variable_is_one_error_line_and_nothing_starts(
             "compact-option": f"web: {command}; db[grace=${{NOPE}}]: {command}",
             "bad-name": f"web: {command} ${{0}}",
         }[where]
-    result = run_init(args, prefix=as_pid1, env=env)
+    result = run_init(args, prefix=as_pid1, env=env, cwd=tmp_path)
     assert result.returncode == 2, result
     assert len(result.stderr) == 1, result.stderr
     assert re.search(r"^pyinit: error: .*" + expected, result.stderr[0]), result.stderr
