@@ -39,6 +39,7 @@ too (COMMAND, if given, is the main one: its exit ends pyinit).
 
 services (see the README for the grammar and the TOML keys):
   PYINIT_SERVICES='web: gunicorn app:app; worker[2]: python -m app.worker'
+  values may use ${{VAR}} and ${{VAR:-default}} from the environment ($$ is a $)
 
 options (each has an environment variable; the flag wins):
   -c, --single-child       signal only the child, not its process group, and
