@@ -50,26 +50,24 @@ def echo_service(*args: str) -> dict[str, object]:
         ("$$$${PORT}", "$${PORT}"),
         ("echo $1 $HOME $", "echo $1 $HOME $"),  # a lone $ stays: sh -c uses $1
         ("cost: 5$", "cost: 5$"),
+        # the shell's other forms are left to the shell
+        (
+            "${PORT-x} ${#PORT} ${1} ${PORT%0} ${PORT:+y}",
+            "${PORT-x} ${#PORT} ${1} ${PORT%0} ${PORT:+y}",
+        ),
+        ("a ${PORT", "a ${PORT"),
+        ("${}", "${}"),
     ],
 )
 def test_expand_grammar(text: str, expected: str) -> None:
     assert expand(text, {"PORT": "8080", "EMPTY": ""}) == expected
 
 
-@pytest.mark.parametrize(
-    ("text", "words"),
-    [
-        ("${NOPE}", ["NOPE", "not set"]),
-        ("a ${PORT", ["missing '}'"]),
-        ("${1X}", ["bad variable name"]),
-        ("${}", ["bad variable name"]),
-        ("${A B}", ["bad variable name"]),
-    ],
-)
-def test_expand_errors_say_what_is_wrong(text: str, words: list[str]) -> None:
+@pytest.mark.parametrize("text", ["${NOPE}", "x ${PORT} ${NOPE:-} ${NOPE}", "$${X} ${NOPE}"])
+def test_expand_errors_name_the_unset_variable(text: str) -> None:
     with pytest.raises(ExpandError) as caught:
         expand(text, {"PORT": "1"})
-    assert all(word in str(caught.value) for word in words), caught.value
+    assert str(caught.value).startswith("${NOPE}: environment variable NOPE is not set")
 
 
 # -- at start ---------------------------------------------------------------------
@@ -82,12 +80,12 @@ def test_toml_values_are_expanded_at_start(
 ) -> None:
     config = write_toml(
         tmp_path / "pyinit.toml",
-        {"web": echo_service("${PORT}", "${MISSING:-fallback}", "$$PORT", "$1", "${PORT:-x}")},
+        {"web": echo_service("${PORT}", "${MISSING:-fallback}", "$$PORT", "$1", "${PORT-sh}")},
         settings={"grace": "${GRACE:-3}"},
     )
     env = services_env(PORT="8080")
     proc = start_init([*pyinit_argv, "--config", str(config)], prefix=as_pid1, env=env)
-    proc.expect_line(r"8080\|fallback\|\$PORT\|\$1\|8080\|", timeout=10)
+    proc.expect_line(r"8080\|fallback\|\$PORT\|\$1\|\$\{PORT-sh\}\|", timeout=10)
     proc.send(signal.SIGTERM)
     assert proc.result(10).returncode == 0
 
@@ -129,7 +127,6 @@ def test_check_prints_the_expanded_plan(pyinit_argv: list[str], tmp_path: Path) 
         ("toml-settings", r"pyinit\.toml:2: pyinit\.grace: \$\{NOPE\}: environment variable"),
         ("compact-cmd", r"PYINIT_SERVICES entry 1 \(web\): command: \$\{NOPE\}: environment"),
         ("compact-option", r"PYINIT_SERVICES entry 2 \(db\): grace: \$\{NOPE\}: environment"),
-        ("bad-name", r"PYINIT_SERVICES entry 1 \(web\): command: bad variable name in \$\{0\}"),
     ],
 )
 def test_an_unset_variable_is_one_error_line_and_nothing_starts(
@@ -155,7 +152,6 @@ def test_an_unset_variable_is_one_error_line_and_nothing_starts(
         env["PYINIT_SERVICES"] = {
             "compact-cmd": f"web: {command} ${{NOPE}}",
             "compact-option": f"web: {command}; db[grace=${{NOPE}}]: {command}",
-            "bad-name": f"web: {command} ${{0}}",
         }[where]
     result = run_init(args, prefix=as_pid1, env=env, cwd=tmp_path)
     assert result.returncode == 2, result

@@ -12,9 +12,12 @@ docker compose does it:
     ${VAR}            VAR's value; VAR unset is an error that names it
     ${VAR:-default}   VAR's value, or `default` when VAR is unset or empty
     $$                one literal `$`
-    $ anything else   left as it is: `sh -c 'echo $1'` keeps its `$1`
+    $ anything else   left as it is: `sh -c 'echo $1'` keeps its `$1`, and
+                      the shell's other forms (`${VAR-x}`, `${#VAR}`,
+                      `${1}`, `${VAR%.*}`) are left to the shell
 
-A default is literal text up to the first `}` (no nesting). The result is
+VAR is a shell name (letters, digits, `_`, not starting with a digit). A
+default is literal text up to the first `}` (no nesting). The result is
 parsed as if it had been written in place: a command string is split into
 words after expansion (as compose does), so a value with spaces makes
 several words unless quoted. Keys, service names and the PYINIT_SERVICES
@@ -45,11 +48,12 @@ def expand(text: str, environ: Mapping[str, str]) -> str:
         if after == "$":
             out.append("$")
             index = dollar + 2
-        elif after == "{":
-            close = text.find("}", dollar + 2)
-            if close < 0:
-                raise ExpandError(f"missing '}}' after {text[dollar : dollar + 20]!r}")
-            out.append(_value(text[dollar + 2 : close], environ))
+        elif (
+            after == "{"
+            and (close := text.find("}", dollar + 2)) >= 0
+            and _ours(inner := text[dollar + 2 : close])
+        ):
+            out.append(_value(inner, environ))
             index = close + 1
         else:
             out.append("$")
@@ -58,14 +62,15 @@ def expand(text: str, environ: Mapping[str, str]) -> str:
     return "".join(out)
 
 
+def _ours(inner: str) -> bool:
+    """Is `${inner}` one of our two forms (else it is the shell's, left alone)?"""
+    name, _, _ = inner.partition(":-")
+    return bool(name) and name.isascii() and name.isidentifier()
+
+
 def _value(inner: str, environ: Mapping[str, str]) -> str:
-    """What `${inner}` stands for."""
+    """What `${inner}` (one of our forms) stands for."""
     name, has_default, default = inner.partition(":-")
-    if not _is_name(name):
-        raise ExpandError(
-            f"bad variable name in ${{{inner}}}: use letters, digits and '_'"
-            " (${VAR} or ${VAR:-default}; $$ is a literal $)"
-        )
     value = environ.get(name)
     if has_default and not value:
         return default
@@ -75,11 +80,6 @@ def _value(inner: str, environ: Mapping[str, str]) -> str:
             f" (give a default with ${{{name}:-...}}, or write $$ for a literal $)"
         )
     return value
-
-
-def _is_name(word: str) -> bool:
-    """A shell variable name: ASCII letters, digits and `_`, not starting with a digit."""
-    return bool(word) and word.isascii() and word.isidentifier()
 
 
 def expand_tree(value: object, environ: Mapping[str, str], path: tuple[str, ...] = ()) -> object:
