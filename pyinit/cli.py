@@ -13,6 +13,7 @@ import os
 import sys
 
 from pyinit import __version__
+from pyinit.core.logs import FORMATS as LOG_FORMATS
 from pyinit.core.model import Options
 from pyinit.core.values import parse_bool, parse_choice, parse_exit_code, parse_seconds
 
@@ -52,10 +53,8 @@ options (each has an environment variable; the flag wins):
                                                                PYINIT_PDEATHSIG=TERM
   -t, --grace SECONDS      after a stop signal, wait this long before SIGKILL;
                            0 waits forever (default 10)        PYINIT_GRACE=10
-      --log-format FORMAT  text, json or logfmt (default text); json and logfmt
-                           records carry time, level, source, stream, message
-                           and event fields, as do json/logfmt service lines
-                                                               PYINIT_LOG_FORMAT=json
+      --log-format FORMAT  text, json or logfmt (default text); json/logfmt keys:
+                           time level source stream message... PYINIT_LOG_FORMAT=json
       --log-level LEVEL    debug, info, warning, error (default info)
                                                                PYINIT_LOG_LEVEL=debug
       --config PATH        services from a TOML file           PYINIT_CONFIG=/etc/pyinit.toml
@@ -65,9 +64,8 @@ options (each has an environment variable; the flag wins):
                            serve /healthz and /readyz over HTTP PYINIT_HEALTH_PORT=8080
       --check              validate the services configuration (PYINIT_SERVICES
                            and --config), print the plan, exit 0 or 2
-      --completion SHELL   print the bash or zsh completion script and exit:
-                           eval "$(pyinit --completion bash)" in ~/.bashrc, or
-                           RUN pyinit --completion bash > /etc/bash_completion.d/pyinit
+      --completion SHELL   print the bash or zsh completion script; in ~/.bashrc:
+                           eval "$(pyinit --completion bash)"
   -v, --verbose            same as --log-level debug
   -V, --version            print the version and exit
   -h, --help               print this help and exit
@@ -111,11 +109,9 @@ def parse_health_port(text: str) -> tuple[str, int]:
 # -- the option table ------------------------------------------------------------
 
 
-#: What a value is, for shell completion (pyinit/completion.py): a kind, or the words.
+#: Kinds of value for shell completion (completion.py knows them by these names).
 FILE, SIGNAL, SIGNAL_PAIR = "file", "signal", "signal:signal"
-LOG_FORMATS = ("text", "json", "logfmt")
-LOG_LEVELS = ("debug", "info", "warning", "error")
-SHELLS = ("bash", "zsh")
+LOG_LEVELS, SHELLS = ("debug", "info", "warning", "error"), ("bash", "zsh")
 
 
 class Opt:
@@ -145,34 +141,14 @@ class Opt:
 
 OPTIONS = (
     Opt("c", "single-child", "PYINIT_SINGLE_CHILD", None, "single_child"),
-    Opt(
-        "r",
-        "rewrite",
-        "PYINIT_REWRITE",
-        parse_rewrite,
-        "rewrite",
-        repeat=True,
-        complete=SIGNAL_PAIR,
-    ),
+    Opt("r", "rewrite", "PYINIT_REWRITE", parse_rewrite, "rewrite", True, SIGNAL_PAIR),
     Opt("e", "remap-exit", "PYINIT_REMAP_EXIT", parse_exit_code, "remap_exit", repeat=True),
     Opt("p", "pdeathsig", "PYINIT_PDEATHSIG", parse_pdeathsig, "pdeathsig", complete=SIGNAL),
     Opt("t", "grace", "PYINIT_GRACE", parse_seconds, "grace"),
-    Opt(
-        None,
-        "log-format",
-        "PYINIT_LOG_FORMAT",
-        parse_choice(*LOG_FORMATS),
-        "log_format",
-        complete=LOG_FORMATS,
-    ),
-    Opt(
-        None,
-        "log-level",
-        "PYINIT_LOG_LEVEL",
-        parse_choice(*LOG_LEVELS),
-        "log_level",
-        complete=LOG_LEVELS,
-    ),
+    Opt(None, "log-format", "PYINIT_LOG_FORMAT", parse_choice(*LOG_FORMATS), "log_format",
+        complete=LOG_FORMATS),
+    Opt(None, "log-level", "PYINIT_LOG_LEVEL", parse_choice(*LOG_LEVELS), "log_level",
+        complete=LOG_LEVELS),
     Opt(None, "config", "PYINIT_CONFIG", str, "config", complete=FILE),
     Opt(None, "ctl-socket", "PYINIT_CTL_SOCKET", str, "ctl_socket", complete=FILE),
     Opt(None, "health-port", "PYINIT_HEALTH_PORT", parse_health_port, "health_port"),
@@ -181,10 +157,7 @@ OPTIONS = (
     Opt("v", "verbose", None, None, "verbose"),
     Opt("V", "version", None, None, "version"),
     Opt("h", "help", None, None, "help"),
-)
-
-
-BY_ATTR = {opt.attr: opt for opt in OPTIONS}
+)  # fmt: skip
 
 
 def _apply(options: Options, opt: Opt, values: list[str], source: Callable[[str], str]) -> None:
@@ -266,7 +239,7 @@ def parse(argv: list[str], environ: Mapping[str, str]) -> tuple[Options, set[str
     if "help" in flags or "version" in flags:
         return Options(), flags
     if "completion" in values:  # an action, like --help: nothing else matters
-        options, opt = Options(), BY_ATTR["completion"]
+        options, opt = Options(), next(o for o in OPTIONS if o.attr == "completion")
         _apply(options, opt, values["completion"], _flag_source(opt))
         return options, flags | {"completion"}
 
@@ -396,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     if "completion" in flags:
         from pyinit.completion import script
 
-        sys.stdout.write(script(options.completion or "bash"))
+        sys.stdout.write(script(options.completion or "bash", OPTIONS, HELP))
         return 0
     if "check" in flags:
         return check(options)

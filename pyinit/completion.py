@@ -3,8 +3,9 @@
 Generated from what `--help` and `pyinit ctl --help` are generated from: the
 option table `cli.OPTIONS` (flags, and what each value is: fixed words, a
 signal, a file) and the ctl verb table `control.protocol.USAGE`, so a new
-option or verb completes without anyone editing a script. The one-line
-descriptions zsh shows are each option's first line of `cli.HELP`.
+option or verb completes without anyone editing a script. The descriptions
+zsh shows are the gist of each option's text in `cli.HELP`. cli passes its
+table and help in (this module does not import cli: no import cycle).
 
 Why `--completion SHELL` and not a `completion` sub-command (uv's
 `generate-shell-completion`, pip's `completion --bash`): the first word
@@ -21,14 +22,34 @@ from __future__ import annotations
 
 import re
 import signal
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from pyinit.cli import FILE, HELP, OPTIONS, SIGNAL, SIGNAL_PAIR, Opt
 from pyinit.control.protocol import USAGE
 
+#: The kinds of value cli.Opt.complete names (cli.FILE, cli.SIGNAL, cli.SIGNAL_PAIR).
+FILE, SIGNAL, SIGNAL_PAIR = "file", "signal", "signal:signal"
 
-def script(shell: str) -> str:
-    """The completion script for `shell` ("bash" or "zsh")."""
-    return _zsh() if shell == "zsh" else _bash()
+
+class Option(Protocol):
+    """What completion reads of a cli.Opt."""
+
+    @property
+    def short(self) -> str | None: ...
+    @property
+    def long(self) -> str: ...
+    @property
+    def parse(self) -> Callable[[str], object] | None: ...
+    @property
+    def repeat(self) -> bool: ...
+    @property
+    def complete(self) -> str | tuple[str, ...]: ...
+
+
+def script(shell: str, options: Sequence[Option], help_text: str) -> str:
+    """The completion script for `shell` ("bash" or "zsh") of `options`
+    (cli.OPTIONS), with descriptions from `help_text` (cli.HELP)."""
+    return _zsh(options, help_text) if shell == "zsh" else _bash(options)
 
 
 # -- what the tables say --------------------------------------------------------------
@@ -39,7 +60,7 @@ def signal_names() -> list[str]:
     return [s.name[3:] for s in signal.Signals if not s.name.startswith("SIG_")]
 
 
-def flags(opt: Opt) -> list[str]:
+def flags(opt: Option) -> list[str]:
     return [f"-{opt.short}", f"--{opt.long}"] if opt.short else [f"--{opt.long}"]
 
 
@@ -58,10 +79,10 @@ _HELP_LINE = re.compile(r"^ {2}(?:-\w, | {4})--(?P<long>[\w-]+)(?: \S+)?(?: {2,}
 _VARIABLE = re.compile(r"\s+PYINIT_\w+=\S*$")
 
 
-def descriptions() -> dict[str, str]:
+def descriptions(help_text: str) -> dict[str, str]:
     """long option -> the gist of its description in `--help` (up to `;` or `(`)."""
     found: dict[str, str] = {}
-    lines = HELP.splitlines()
+    lines = help_text.splitlines()
     for index, line in enumerate(lines):
         match = _HELP_LINE.match(line)
         if not match:
@@ -79,20 +100,20 @@ def descriptions() -> dict[str, str]:
 # -- bash -------------------------------------------------------------------------------
 
 
-def _bash() -> str:
+def _bash(options: Sequence[Option]) -> str:
     signals = " ".join(signal_names())
-    takes_value = " ".join(f for opt in OPTIONS if opt.parse for f in flags(opt))
-    all_flags = " ".join(f for opt in OPTIONS for f in flags(opt))
-    pair_flags = " ".join(f for opt in OPTIONS if opt.complete == SIGNAL_PAIR for f in flags(opt))
+    takes_value = " ".join(f for opt in options if opt.parse for f in flags(opt))
+    all_flags = " ".join(f for opt in options for f in flags(opt))
+    pair_flags = " ".join(f for opt in options if opt.complete == SIGNAL_PAIR for f in flags(opt))
     cases = []
-    for opt in OPTIONS:
+    for opt in options:
         if opt.parse is None:
             continue
         pattern = "|".join(flags(opt))
         cases.append(f"        {pattern}) {_bash_value(opt.complete)} ;;")
     verb_cases = []
-    for verb, (options, arguments) in ctl_verbs().items():
-        words = " ".join(options)
+    for verb, (verb_options, arguments) in ctl_verbs().items():
+        words = " ".join(verb_options)
         signal_at = arguments.index("SIG") + 1 if "SIG" in arguments else 0
         verb_cases.append(f"        {verb}) _pyinit_ctl_args '{words}' {signal_at} ;;")
     return _BASH_TEMPLATE.format(
@@ -226,10 +247,10 @@ complete -F _pyinit pyinit
 # -- zsh --------------------------------------------------------------------------------
 
 
-def _zsh() -> str:
-    described = descriptions()
+def _zsh(options: Sequence[Option], help_text: str) -> str:
+    described = descriptions(help_text)
     specs = []
-    for opt in OPTIONS:
+    for opt in options:
         text = _zsh_text(described.get(opt.long, opt.long.replace("-", " ")))
         value = ""
         if opt.parse is not None:
@@ -243,8 +264,8 @@ def _zsh() -> str:
             specs.append(f"    '{repeat}{names[0]}[{text}]{value}' \\")
     verbs = " ".join(f"'{v}:{_zsh_text(h)}'" for v, (_s, h) in USAGE.items())
     verb_cases = []
-    for verb, (options, arguments) in ctl_verbs().items():
-        parts = [f"'{o}[{o[2:]}]'" for o in options]
+    for verb, (verb_options, arguments) in ctl_verbs().items():
+        parts = [f"'{o}[{o[2:]}]'" for o in verb_options]
         for position, word in enumerate(arguments, 1):
             action = "_pyinit_signals" if word == "SIG" else " "
             parts.append(f"'{position}:{word.lower()}:{action}'")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from support.helpers import INSTALLED_ONLY, SUPPORT_DIR, base_env
 
+from pyinit import cli, completion
 from pyinit.cli import OPTIONS
 
 BASH = shutil.which("bash")
@@ -179,3 +180,14 @@ def test_an_unknown_shell_is_a_usage_error(pyinit_argv: list[str], args: list[st
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("pyinit: error: --completion"), lines
+
+
+def test_cli_and_completion_name_the_value_kinds_alike() -> None:
+    """completion.py does not import cli (no cycle): the kind names must agree."""
+    assert (cli.FILE, cli.SIGNAL, cli.SIGNAL_PAIR) == (
+        completion.FILE,
+        completion.SIGNAL,
+        completion.SIGNAL_PAIR,
+    )
+    kinds = {opt.complete for opt in OPTIONS if isinstance(opt.complete, str)}
+    assert kinds <= {completion.FILE, completion.SIGNAL, completion.SIGNAL_PAIR}, kinds

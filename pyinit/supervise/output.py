@@ -43,6 +43,7 @@ decoded as UTF-8 with errors="replace"), then service and worker.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import select
 import time
@@ -102,8 +103,6 @@ class OutputRelay:
             self._prefix = f"{source} | ".encode("utf-8", "backslashreplace")
             self._format = self._format_prefix
         elif mode is OutputMode.JSON:
-            import json  # ~1.5 ms, only paid when some service asks for json
-
             dumps = self._dumps = json.JSONEncoder(ensure_ascii=False).encode
             # Constant parts of every record; time and message are filled in per line.
             self._head = f', "level": "info", "source": {dumps(source)}, "stream": "{stream}", '
