@@ -13,6 +13,7 @@ import os
 import sys
 
 from pyinit import __version__
+from pyinit.core.logs import FORMATS as LOG_FORMATS
 from pyinit.core.model import Options
 from pyinit.core.values import parse_bool, parse_choice, parse_exit_code, parse_seconds
 
@@ -39,6 +40,7 @@ too (COMMAND, if given, is the main one: its exit ends pyinit).
 
 services (see the README for the grammar and the TOML keys):
   PYINIT_SERVICES='web: gunicorn app:app; worker[2]: python -m app.worker'
+  values may use ${{VAR}} and ${{VAR:-default}} from the environment ($$ is a $)
 
 options (each has an environment variable; the flag wins):
   -c, --single-child       signal only the child, not its process group, and
@@ -51,7 +53,8 @@ options (each has an environment variable; the flag wins):
                                                                PYINIT_PDEATHSIG=TERM
   -t, --grace SECONDS      after a stop signal, wait this long before SIGKILL;
                            0 waits forever (default 10)        PYINIT_GRACE=10
-      --log-format FORMAT  text or json (default text)         PYINIT_LOG_FORMAT=json
+      --log-format FORMAT  text, json or logfmt (default text); json/logfmt keys:
+                           time level source stream message... PYINIT_LOG_FORMAT=json
       --log-level LEVEL    debug, info, warning, error (default info)
                                                                PYINIT_LOG_LEVEL=debug
       --config PATH        services from a TOML file           PYINIT_CONFIG=/etc/pyinit.toml
@@ -61,6 +64,8 @@ options (each has an environment variable; the flag wins):
                            serve /healthz and /readyz over HTTP PYINIT_HEALTH_PORT=8080
       --check              validate the services configuration (PYINIT_SERVICES
                            and --config), print the plan, exit 0 or 2
+      --completion SHELL   print the bash or zsh completion script; in ~/.bashrc:
+                           eval "$(pyinit --completion bash)"
   -v, --verbose            same as --log-level debug
   -V, --version            print the version and exit
   -h, --help               print this help and exit
@@ -104,10 +109,16 @@ def parse_health_port(text: str) -> tuple[str, int]:
 # -- the option table ------------------------------------------------------------
 
 
-class Opt:
-    """One option: its flags, its variable, how to parse it, where it goes."""
+#: Kinds of value for shell completion (completion.py knows them by these names).
+FILE, SIGNAL, SIGNAL_PAIR = "file", "signal", "signal:signal"
+LOG_LEVELS, SHELLS = ("debug", "info", "warning", "error"), ("bash", "zsh")
 
-    __slots__ = ("short", "long", "variable", "parse", "attr", "repeat")
+
+class Opt:
+    """One option: its flags, its variable, how to parse it, where it goes,
+    and what shell completion offers for its value (`complete`)."""
+
+    __slots__ = ("short", "long", "variable", "parse", "attr", "repeat", "complete")
 
     def __init__(
         self,
@@ -117,6 +128,7 @@ class Opt:
         parse: Callable[[str], object] | None,
         attr: str,
         repeat: bool = False,
+        complete: str | tuple[str, ...] = (),
     ) -> None:
         self.short = short
         self.long = long
@@ -124,30 +136,28 @@ class Opt:
         self.parse = parse  # None: a flag that takes no value
         self.attr = attr
         self.repeat = repeat
+        self.complete = complete  # FILE, SIGNAL, SIGNAL_PAIR, or the words themselves
 
 
 OPTIONS = (
     Opt("c", "single-child", "PYINIT_SINGLE_CHILD", None, "single_child"),
-    Opt("r", "rewrite", "PYINIT_REWRITE", parse_rewrite, "rewrite", repeat=True),
+    Opt("r", "rewrite", "PYINIT_REWRITE", parse_rewrite, "rewrite", True, SIGNAL_PAIR),
     Opt("e", "remap-exit", "PYINIT_REMAP_EXIT", parse_exit_code, "remap_exit", repeat=True),
-    Opt("p", "pdeathsig", "PYINIT_PDEATHSIG", parse_pdeathsig, "pdeathsig"),
+    Opt("p", "pdeathsig", "PYINIT_PDEATHSIG", parse_pdeathsig, "pdeathsig", complete=SIGNAL),
     Opt("t", "grace", "PYINIT_GRACE", parse_seconds, "grace"),
-    Opt(None, "log-format", "PYINIT_LOG_FORMAT", parse_choice("text", "json"), "log_format"),
-    Opt(
-        None,
-        "log-level",
-        "PYINIT_LOG_LEVEL",
-        parse_choice("debug", "info", "warning", "error"),
-        "log_level",
-    ),
-    Opt(None, "config", "PYINIT_CONFIG", str, "config"),
-    Opt(None, "ctl-socket", "PYINIT_CTL_SOCKET", str, "ctl_socket"),
+    Opt(None, "log-format", "PYINIT_LOG_FORMAT", parse_choice(*LOG_FORMATS), "log_format",
+        complete=LOG_FORMATS),
+    Opt(None, "log-level", "PYINIT_LOG_LEVEL", parse_choice(*LOG_LEVELS), "log_level",
+        complete=LOG_LEVELS),
+    Opt(None, "config", "PYINIT_CONFIG", str, "config", complete=FILE),
+    Opt(None, "ctl-socket", "PYINIT_CTL_SOCKET", str, "ctl_socket", complete=FILE),
     Opt(None, "health-port", "PYINIT_HEALTH_PORT", parse_health_port, "health_port"),
     Opt(None, "check", None, None, "check"),
+    Opt(None, "completion", None, parse_choice(*SHELLS), "completion", complete=SHELLS),
     Opt("v", "verbose", None, None, "verbose"),
     Opt("V", "version", None, None, "version"),
     Opt("h", "help", None, None, "help"),
-)
+)  # fmt: skip
 
 
 def _apply(options: Options, opt: Opt, values: list[str], source: Callable[[str], str]) -> None:
@@ -228,10 +238,14 @@ def parse(argv: list[str], environ: Mapping[str, str]) -> tuple[Options, set[str
     values, flags, command = _scan_argv(argv)
     if "help" in flags or "version" in flags:
         return Options(), flags
+    if "completion" in values:  # an action, like --help: nothing else matters
+        options, opt = Options(), next(o for o in OPTIONS if o.attr == "completion")
+        _apply(options, opt, values["completion"], _flag_source(opt))
+        return options, flags | {"completion"}
 
     options = Options()
     for opt in OPTIONS:
-        if opt.attr in ("verbose", "version", "help", "check"):
+        if opt.attr in ("verbose", "version", "help", "check", "completion"):
             continue
         if opt.attr in values or opt.attr in flags:
             flag_values = values.get(opt.attr, ["1"])
@@ -310,7 +324,12 @@ def check(options: Options) -> int:
     for warning in options.warnings:
         sys.stderr.write(f"pyinit: warning: {warning}\n")
     try:
-        config = load(os.environ, options.config, allow_empty=bool(options.command))
+        config = load(
+            os.environ,
+            options.config,
+            allow_empty=bool(options.command),
+            log_format=options.log_format if "log_format" in options.explicit else None,
+        )
     except ConfigError as error:
         fatal(str(error))
         return EXIT_USAGE
@@ -347,6 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     if "version" in flags:
         sys.stdout.write(f"pyinit {__version__}\n")
         return 0
+    if "completion" in flags:
+        from pyinit.completion import script
+
+        sys.stdout.write(script(options.completion or "bash", OPTIONS, HELP))
+        return 0
     if "check" in flags:
         return check(options)
 
@@ -358,7 +382,12 @@ def main(argv: list[str] | None = None) -> int:
     from pyinit.config import ConfigError, load, merge_settings
 
     try:
-        config = load(os.environ, options.config, allow_empty=bool(options.command))
+        config = load(
+            os.environ,
+            options.config,
+            allow_empty=bool(options.command),
+            log_format=options.log_format if "log_format" in options.explicit else None,
+        )
     except ConfigError as error:
         fatal(str(error))
         return EXIT_USAGE

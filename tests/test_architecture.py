@@ -49,6 +49,7 @@ TOP_LEVEL = {
     "pyinit.cli": "entry",
     "pyinit.runner": "entry",
     "pyinit.oslo_config_glue": "entry",
+    "pyinit.completion": "entry",
 }
 #: What `pyinit -- CMD` may import: these modules and the packages below.
 SINGLE_PATH_MODULES = frozenset(

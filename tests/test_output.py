@@ -35,7 +35,8 @@ from pyinit.supervise.output import MAX_LINE, OutputRelay, make_pipe
 
 MODES = [OutputMode.PREFIX, OutputMode.JSON]
 TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-KEYS = {"time", "service", "worker", "stream", "message"}
+# issue 11: one schema with pyinit's own records (level and source added)
+KEYS = {"time", "level", "source", "stream", "message", "service", "worker"}
 
 # A child that copies the file argv[1] to fd 1 in chunks of random size (so lines
 # straddle writes and reads), then exits. No newline is added at the end.

@@ -176,7 +176,10 @@ def test_invalid_file_changes_nothing_and_a_valid_one_applies_the_difference(
             "unchanged: got its reload_signal (SIGHUP) once"
         )
         assert after["change"]["0"] != before["change"]["0"], "changed: restarted"
-        assert any(line == "v2" for line in proc.stdout_lines), "changed: runs the new command"
+        # (several services: their output defaults to prefix, issue 11)
+        assert any(line == "change[0] | v2" for line in proc.stdout_lines), (
+            "changed: runs the new command"
+        )
         assert events.of("gone", "stop"), "removed: stopped with its stop signal (graceful)"
         assert not log_lines(proc, r"gone.*SIGKILL"), "removed: not killed"
         for worker in ("0", "1"):

@@ -68,6 +68,7 @@ def test_ready_status_watchdog_reload_and_stopping_reach_the_upstream_manager(
             "envdump": {
                 "cmd": ["sh", "-c", "env; echo ENV-END; exec sleep 1000"],
                 "reload": "none",
+                "output": "inherit",  # raw lines (beside other services the default is prefix)
             },
         },
     )

@@ -36,6 +36,7 @@ from pyinit.config.model import (
     ServiceSpec,
     Settings,
 )
+from pyinit.core.logs import FORMATS as LOG_FORMATS
 
 SERVICE_KEYS = frozenset(
     "cmd class workers args kwargs after ready ready_timeout watchdog restart backoff"
@@ -168,7 +169,7 @@ def build_settings(table: Mapping[str, object]) -> Settings:
     """Convert the [pyinit] table (its keys already checked); raises Invalid naming the key."""
     return Settings(
         grace=convert.get(table, "grace", convert.duration, None),
-        log_format=convert.get(table, "log_format", convert.choice("text", "json"), None),
+        log_format=convert.get(table, "log_format", convert.choice(*LOG_FORMATS), None),
         log_level=convert.get(
             table, "log_level", convert.choice("debug", "info", "warning", "error"), None
         ),

@@ -15,14 +15,16 @@ on values are the TOML form's. Errors name the entry:
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from pyinit.config.build import SERVICE_KEYS, build_service
 from pyinit.config.convert import NAME
 from pyinit.config.errors import ConfigError, Invalid, Parsed, did_you_mean
+from pyinit.config.expand import ExpandError, expand
 from pyinit.core.values import is_digits, parse_bool, read_digits
 
 
@@ -44,12 +46,20 @@ class _EntrySource:
         return ConfigError(f"{self.origin}{label}: {where}{message}")
 
 
-def parse_compact(text: str, variable: str) -> list[Parsed]:
-    """Every entry of `text` (the value of `variable`), in order; names must be unique."""
+def parse_compact(
+    text: str, variable: str, environ: Mapping[str, str] | None = None
+) -> list[Parsed]:
+    """Every entry of `text` (the value of `variable`), in order; names must be unique.
+
+    Option values and the command are expanded (`${VAR}`, config/expand.py)
+    from `environ` (default: pyinit's environment) after the entry is split
+    into them, so a value cannot add an entry or an option.
+    """
+    environ = os.environ if environ is None else environ
     parsed: list[Parsed] = []
     seen: dict[str, int] = {}
     for number, entry in enumerate(_split_entries(text, variable), 1):
-        item = _parse_entry(entry, number, variable)
+        item = _parse_entry(entry, number, variable, environ)
         name = item.spec.name
         if name in seen:
             raise item.source.error((), f"service {name!r} is already entry {seen[name]}")
@@ -93,7 +103,7 @@ def _name_of(entry: str) -> str | None:
     return name if NAME.fullmatch(name) else None
 
 
-def _parse_entry(entry: str, number: int, variable: str) -> Parsed:
+def _parse_entry(entry: str, number: int, variable: str, environ: Mapping[str, str]) -> Parsed:
     """`NAME[OPTIONS]: TARGET` -> a ServiceSpec."""
     source = _EntrySource(variable, number, _name_of(entry))
     end = min((i for i in (entry.find("["), entry.find(":")) if i >= 0), default=-1)
@@ -110,16 +120,20 @@ def _parse_entry(entry: str, number: int, variable: str) -> Parsed:
         close = _closing_bracket(rest)
         if close < 0:
             raise source.error((), "missing ']' after the options")
-        raw = _parse_options(rest[1:close], source)
+        raw = _parse_options(rest[1:close], source, environ)
         rest = rest[close + 1 :].lstrip()
         if not rest.startswith(":"):
             raise source.error((), f"expected ':' after the options, got {rest[:20]!r}")
-    raw.update(_parse_target(rest[1:].strip(), source))
+    try:
+        target = expand(rest[1:].strip(), environ)
+    except ExpandError as error:
+        raise source.error((), f"command: {error}") from None
+    raw.update(_parse_target(target, source))
     try:
         spec = build_service(name, raw, source.origin)
     except Invalid as error:
         raise source.error(error.path, error.message) from None
-    return Parsed(spec, source)
+    return Parsed(spec, source, frozenset(raw))
 
 
 def _closing_bracket(text: str) -> int:
@@ -159,7 +173,9 @@ _TOML_ONLY = frozenset(("env", "backoff", "args", "kwargs"))
 _LIST_OPTIONS = frozenset(("after", "listen"))  # `+` between items: after=a+b
 
 
-def _parse_options(text: str, source: _EntrySource) -> dict[str, object]:
+def _parse_options(
+    text: str, source: _EntrySource, environ: Mapping[str, str]
+) -> dict[str, object]:
     raw: dict[str, object] = {}
     if not text.strip():
         return raw
@@ -174,7 +190,7 @@ def _parse_options(text: str, source: _EntrySource) -> dict[str, object]:
         _check_option_key(key, source)
         if key in raw:
             raise source.error((), f"option {key!r} given twice")
-        raw[key] = _option_value(key, has_value, value.strip(), source)
+        raw[key] = _option_value(key, has_value, value.strip(), source, environ)
     return raw
 
 
@@ -200,14 +216,16 @@ def _check_option_key(key: str, source: _EntrySource) -> None:
         raise source.error((), f"unknown option {key!r}{did_you_mean(key, SERVICE_KEYS)}")
 
 
-def _option_value(key: str, has_value: bool, text: str, source: _EntrySource) -> object:
-    """Option text -> the value TOML would hold for the key."""
+def _option_value(
+    key: str, has_value: bool, text: str, source: _EntrySource, environ: Mapping[str, str]
+) -> object:
+    """Option text -> the value TOML would hold for the key (expanded: `${VAR}`)."""
     if not has_value:
         if key in _BOOL_OPTIONS:
             return True
         raise source.error((), f"option {key!r} needs a value ({key}=...)")
     try:
-        value = _unquote(text)
+        value = expand(_unquote(text), environ)
     except ValueError as error:
         raise source.error((key,), str(error)) from None
     if not value:

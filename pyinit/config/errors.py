@@ -44,6 +44,7 @@ class Source(Protocol):
 class Parsed:
     spec: ServiceSpec
     source: Source
+    keys: frozenset[str] = frozenset()  # the keys the user wrote (defaults may depend on it)
 
 
 def did_you_mean(word: str, choices: frozenset[str]) -> str:

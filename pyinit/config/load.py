@@ -39,10 +39,18 @@ Decisions where SPEC.md is silent (README/--check users see them as errors):
 - `[pyinit]` holds grace, log_format, log_level, ctl_socket, health_port;
   signal rewriting and exit remapping stay with the flags/variables, since
   they are about COMMAND.
+- `${VAR}`, `${VAR:-default}` and `$$` in values are expanded from pyinit's
+  environment (config/expand.py) at start and at every reload.
+- `output` defaults to `prefix` when more than one program writes output
+  (two services or more, or one beside the main COMMAND), so their lines can
+  be told apart -- or to pyinit's log format when that is json or logfmt, so
+  a collector reading them parses every line; with one service it stays
+  `inherit` (issue 11). The main COMMAND always inherits, as tini's does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -50,7 +58,7 @@ from pyinit.config.build import SERVICE_KEYS, SETTINGS_KEYS
 from pyinit.config.compact import parse_compact
 from pyinit.config.convert import BACKOFF_KEYS, READY_TABLE_KEYS
 from pyinit.config.errors import ConfigError, Parsed, did_you_mean
-from pyinit.config.model import Config, ServiceSpec, Settings, find_cycle
+from pyinit.config.model import Config, OutputMode, ServiceSpec, Settings, find_cycle
 from pyinit.config.toml_file import parse_toml, read_file
 from pyinit.core.model import Options
 
@@ -75,18 +83,27 @@ VARIABLE = "PYINIT_SERVICES"
 
 
 def load(
-    environ: Mapping[str, str], config_path: str | None = None, *, allow_empty: bool = False
+    environ: Mapping[str, str],
+    config_path: str | None = None,
+    *,
+    allow_empty: bool = False,
+    log_format: str | None = None,
 ) -> Config:
     """PYINIT_SERVICES and the TOML file (`config_path`, else PYINIT_CONFIG), merged and checked.
 
     No service at all is a ConfigError unless `allow_empty` (a main COMMAND
     runs beside them): SPEC 1 makes "neither a COMMAND nor any service" a
     usage error, and at reload an emptied file would otherwise stop every
-    service (issue 7.16).
+    service (issue 7.16). `${VAR}` in values is expanded from `environ`.
+    `log_format` is pyinit's own, when a flag or variable chose it (else the
+    file's [pyinit] log_format applies): it shapes the default `output`.
     """
     path = config_path or environ.get("PYINIT_CONFIG") or None
     toml_text = read_file(path) if path else None
-    config = parse_config(environ.get(VARIABLE, ""), toml_text, path)
+    services_text = environ.get(VARIABLE, "")
+    config = parse_config(
+        services_text, toml_text, path, environ, main_command=allow_empty, log_format=log_format
+    )
     if not config.services and not allow_empty:
         raise ConfigError(_nothing_configured(environ.get(VARIABLE, ""), path))
     return config
@@ -98,33 +115,70 @@ def _nothing_configured(services_text: str, path: str | None) -> str:
     return f"no services configured: {file}{variable} (and no COMMAND given)"
 
 
-def parse_config(services_text: str, toml_text: str | None, path: str | None) -> Config:
-    """Pure form of `load`: both texts in, one checked Config out."""
-    parsed = parse_compact(services_text, VARIABLE)
+def parse_config(
+    services_text: str,
+    toml_text: str | None,
+    path: str | None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    main_command: bool = False,
+    log_format: str | None = None,
+) -> Config:
+    """Pure form of `load`: both texts (and the environment to expand them
+    from; default pyinit's) in, one checked Config out."""
+    parsed = parse_compact(services_text, VARIABLE, environ)
     settings = Settings()
     if toml_text is not None:
-        settings, from_file = parse_toml(toml_text, path or "<config>")
+        settings, from_file = parse_toml(toml_text, path or "<config>", environ)
         parsed = _merge(parsed, from_file)
     _check_dependencies(parsed)
     _check_listen(parsed)
-    services = MappingProxyType({p.spec.name: p.spec for p in parsed})
-    return Config(settings=settings, services=services, path=path)
+    specs = _default_output(parsed, main_command, log_format or settings.log_format or "text")
+    return Config(settings=settings, services=MappingProxyType(specs), path=path)
 
 
-def parse_services(text: str, origin: str = VARIABLE) -> dict[str, ServiceSpec]:
+def parse_services(
+    text: str, origin: str = VARIABLE, environ: Mapping[str, str] | None = None
+) -> dict[str, ServiceSpec]:
     """The compact form alone, with its `after` names checked among themselves."""
-    parsed = parse_compact(text, origin)
+    parsed = parse_compact(text, origin, environ)
     _check_dependencies(parsed)
     _check_listen(parsed)
     return {p.spec.name: p.spec for p in parsed}
 
 
-def load_toml(text: str, path: str) -> tuple[Settings, dict[str, ServiceSpec]]:
+def load_toml(
+    text: str, path: str, environ: Mapping[str, str] | None = None
+) -> tuple[Settings, dict[str, ServiceSpec]]:
     """The TOML form alone, with its `after` names checked among themselves."""
-    settings, parsed = parse_toml(text, path)
+    settings, parsed = parse_toml(text, path, environ)
     _check_dependencies(parsed)
     _check_listen(parsed)
     return settings, {p.spec.name: p.spec for p in parsed}
+
+
+def _default_output(
+    parsed: list[Parsed], main_command: bool, log_format: str
+) -> dict[str, ServiceSpec]:
+    """Specs by name; where `output` is not written and several programs write
+    output (see the module docstring), `prefix`, or pyinit's own `log_format`
+    when that is json or logfmt, so that every line on stderr parses.
+
+    A rule about the whole configuration, so `parse_services` and `load_toml`
+    (one form alone) leave it to `parse_config`.
+    """
+    output = OutputMode.INHERIT
+    if len(parsed) + main_command > 1:
+        structured = log_format in (OutputMode.JSON.value, OutputMode.LOGFMT.value)
+        output = OutputMode(log_format) if structured else OutputMode.PREFIX
+    return {
+        p.spec.name: (
+            p.spec
+            if "output" in p.keys
+            else dataclasses.replace(p.spec, output=output, output_default=True)
+        )
+        for p in parsed
+    }
 
 
 def merge_settings(options: Options, settings: Settings) -> None:

@@ -49,7 +49,8 @@ class OutputMode(enum.Enum):
 
     INHERIT = "inherit"  # the child writes to pyinit's own stdout/stderr
     PREFIX = "prefix"  # `web[0] | line`
-    JSON = "json"  # one object a line: time, service, worker, stream, message
+    JSON = "json"  # one object a line: time, level, source, stream, message, service, worker
+    LOGFMT = "logfmt"  # the same fields as `key=value` pairs
 
 
 class ReloadMode(enum.Enum):
@@ -161,6 +162,9 @@ class ServiceSpec:
     schedule: Schedule | None = None
     # Where it was written ("PYINIT_SERVICES entry 2", "/etc/pyinit.toml:7"), for messages.
     origin: str = field(default="", compare=False)
+    # `output` was not written: chosen by config.load's rule (inherit, or
+    # prefix beside other programs), and kept as it is across reloads.
+    output_default: bool = field(default=False, compare=False)
 
     @property
     def kind(self) -> str:

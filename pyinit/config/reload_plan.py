@@ -22,6 +22,9 @@ Every name of either config lands in exactly one category. Decisions:
   service are not restarted: each is judged by its own spec only.
 - `settings_changed` says the `[pyinit]` table differs; the plan does not say
   which key (the supervisor decides what it can apply live).
+- An `output` written in neither config is kept (`keep_default_outputs`):
+  the default depends on how many services there are (config/load.py), and
+  adding one must not restart the others only to prefix their lines.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class ReloadPlan:
 
 def plan(old: Config, new: Config) -> ReloadPlan:
     """Compare two checked configs (both have a start order) and say what a reload does."""
+    new = keep_default_outputs(old, new)
     new_order = _flat_order(new)
     old_order = _flat_order(old)
     added = tuple(name for name in new_order if name not in old.services)
@@ -83,6 +87,19 @@ def plan(old: Config, new: Config) -> ReloadPlan:
         unchanged=tuple(unchanged),
         settings_changed=old.settings != new.settings,
     )
+
+
+def keep_default_outputs(old: Config, new: Config) -> Config:
+    """At reload, a service whose `output` is written in neither configuration
+    keeps the output it runs with: adding a second service must not restart
+    the first only to prefix its lines (SPEC 5: unchanged services are not
+    restarted). Its next start after pyinit's own restart applies the rule."""
+    kept = dict(new.services)
+    for name, spec in new.services.items():
+        before = old.services.get(name)
+        if before is not None and before.output_default and spec.output_default:
+            kept[name] = dataclasses.replace(spec, output=before.output)
+    return dataclasses.replace(new, services=MappingProxyType(kept))
 
 
 def describe(reload_plan: ReloadPlan) -> str:

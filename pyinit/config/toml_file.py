@@ -19,11 +19,14 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from pyinit.config.build import SERVICE_KEYS, SETTINGS_KEYS, build_service, build_settings
 from pyinit.config.convert import NAME, type_name
 from pyinit.config.errors import ConfigError, Invalid, Parsed, did_you_mean
+from pyinit.config.expand import expand_tree
 from pyinit.config.model import Settings
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
@@ -109,8 +112,14 @@ def _read_regular(fd: int, path: str) -> bytes:
 _TOML_ERROR = re.compile(r"^(?P<msg>.*?) \(at line (?P<line>\d+), column (?P<col>\d+)\)$")
 
 
-def parse_toml(text: str, path: str) -> tuple[Settings, list[Parsed]]:
-    """The [pyinit] settings and every [services.NAME] table, in file order."""
+def parse_toml(
+    text: str, path: str, environ: Mapping[str, str] | None = None
+) -> tuple[Settings, list[Parsed]]:
+    """The [pyinit] settings and every [services.NAME] table, in file order.
+
+    String values are expanded (`${VAR}`, config/expand.py) from `environ`
+    (default: pyinit's environment) before anything reads them.
+    """
     import tomllib  # ~2 ms, only paid when there is a file (PYINIT_SERVICES needs none)
 
     try:
@@ -122,6 +131,10 @@ def parse_toml(text: str, path: str) -> tuple[Settings, list[Parsed]]:
     except RecursionError:  # arrays or tables nested thousands deep
         raise ConfigError(f"{path}: invalid TOML: values nested too deeply") from None
     lines = _KeyLines(text)
+    try:
+        document = cast("dict[str, object]", expand_tree(document, _environ(environ)))
+    except Invalid as error:
+        raise _FileSource(path, lines, ()).error(error.path, error.message) from None
     for key in document:
         if key not in ("pyinit", "services"):
             raise ConfigError(
@@ -139,6 +152,10 @@ def parse_toml(text: str, path: str) -> tuple[Settings, list[Parsed]]:
         _file_service(name, table, _FileSource(path, lines, ("services", name)))
         for name, table in services.items()
     ]
+
+
+def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
 
 
 def _reword_toml_error(message: str, text: str, path: str) -> str:
@@ -166,7 +183,7 @@ def _file_service(name: str, table: object, source: _FileSource) -> Parsed:
         spec = build_service(name, table, source.origin)
     except Invalid as error:
         raise source.error(error.path, error.message) from None
-    return Parsed(spec, source)
+    return Parsed(spec, source, frozenset(table))
 
 
 def _settings(table: object, source: _FileSource) -> Settings:

@@ -1,13 +1,22 @@
-"""pyinit's own log lines on stderr: text by default, JSON lines on request.
+"""pyinit's own log lines on stderr: text by default, JSON lines or logfmt on request.
 
 Text lines are written straight to fd 2 (`pyinit: info: started ...`): the
 `logging` package costs ~10 ms of imports, most of pyinit's start-up
 budget, and a line-at-a-time writer needs none of it. JSON records are
-formatted by python-json-logger, imported only when asked for. Both take the
-same call: `log.info(message, event=..., pid=...)`; the fields appear in
-JSON records (time, level, message always) and are left out of text lines,
-whose message already says what matters. A newline in a text message is
-written as `\\n`, so user text cannot forge a second line (issue 7, item 21).
+formatted by python-json-logger, imported only when asked for; logfmt needs
+no import at all. All take the same call: `log.info(message, event=...,
+pid=...)`; the fields appear in JSON and logfmt records and are left out of
+text lines, whose message already says what matters. A newline in a text
+message is written as `\\n`, so user text cannot forge a second line (issue
+7, item 21).
+
+One schema (issue 11) for pyinit's lines and for the lines of services run
+with `output = "json"` or `"logfmt"` (supervise/output.py): every record
+starts with `RECORD_KEYS` -- time (RFC 3339, UTC, milliseconds, `Z`), level,
+source (`pyinit`, or `service[worker]` for a service's lines and for the
+Python worker runner's own), stream (stdout or stderr), message -- then the
+fields that apply (service, worker, pid, event, exit_code, signal, delay...).
+`timestamp()` and `logfmt()` below are that schema's one definition.
 
 Nothing here may raise into the caller or block the loop: a closed or full
 stderr must not take PID 1 down nor stop it reaping (item 2). Writes go
@@ -31,6 +40,9 @@ if TYPE_CHECKING:
     from pyinit.core.loop import Loop
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+FORMATS = ("text", "json", "logfmt")
+#: The keys every JSON or logfmt record starts with, pyinit's and services' alike.
+RECORD_KEYS = ("time", "level", "source", "stream", "message")
 _DEV_NULL = os.makedev(1, 3)
 _UNSUPPORTED = frozenset({95, 22, 29})  # EOPNOTSUPP, EINVAL, ESPIPE: no RWF_NOWAIT here
 
@@ -115,8 +127,10 @@ def sink(fd: int) -> Sink:
 class Log:
     """Leveled event logger; see the module docstring."""
 
-    def __init__(self, level: str = "info", fmt: str = "text") -> None:
+    def __init__(self, level: str = "info", fmt: str = "text", source: str = "pyinit") -> None:
         self.threshold = LEVELS[level]
+        self.format = fmt if fmt in FORMATS else "text"
+        self.source = source  # `pyinit`, or `service[worker]` in a Python worker
         self._json = _json_formatter() if fmt == "json" else None
         self._sink: Sink | None = None
         self.dropped = 0  # lines not written since the last one that was
@@ -155,7 +169,10 @@ class Log:
             return
         try:
             if self._json is not None:
-                line = _json_line(self._json, level, message, fields)
+                line = _json_line(self._json, level, self.source, message, fields)
+            elif self.format == "logfmt":
+                head = {"time": timestamp(time.time()), "level": level, "source": self.source}
+                line = logfmt({**head, "stream": "stderr", "message": message, **fields})
             else:
                 if "\n" in message or "\r" in message:
                     message = message.replace("\r", "\\r").replace("\n", "\\n")
@@ -237,25 +254,66 @@ def _traceback_text() -> str:
         return f"{current!r} (no traceback: {error!r})"
 
 
+def timestamp(now: float) -> str:
+    """`now` (time.time()) as RFC 3339 UTC with milliseconds: 2026-12-04T17:41:50.123Z."""
+    whole = int(now)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{stamp}.{int((now - whole) * 1000):03d}Z"
+
+
+def logfmt(fields: dict[str, object]) -> str:
+    """One logfmt line (`key=value ...`, newline-terminated); None values are left out."""
+    return " ".join(f"{k}={logfmt_value(v)}" for k, v in fields.items() if v is not None) + "\n"
+
+
+_LOGFMT_QUOTED = frozenset(' ="\\')
+_LOGFMT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def logfmt_value(value: object) -> str:
+    """A value as logfmt writes it: bare when it can be, else in double quotes.
+
+    The rules of go-logfmt, which most collectors follow: quote an empty
+    value and one holding a space, `=`, `"` or a character that is not
+    printable; inside quotes escape `"` and backslash, and write newline,
+    return and tab as `\\n`, `\\r`, `\\t`, any other such character as `\\uXXXX`.
+    So a value never spans two lines, whatever a child printed.
+    """
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    if text and text.isprintable() and not any(c in _LOGFMT_QUOTED for c in text):
+        return text
+    out = []
+    for char in text:
+        if char in _LOGFMT_ESCAPES:
+            out.append(_LOGFMT_ESCAPES[char])
+        elif not char.isprintable():
+            code = ord(char)
+            out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
 def _json_formatter() -> object:
-    """A python-json-logger formatter for our records."""
+    """A python-json-logger formatter for our records: RECORD_KEYS first, then fields."""
     try:  # python-json-logger >= 3.1
         from pythonjsonlogger.json import JsonFormatter
     except ImportError:  # older releases
         from pythonjsonlogger.jsonlogger import JsonFormatter  # type: ignore[attr-defined]
 
-    return JsonFormatter(
-        "%(levelname)s %(message)s",
-        rename_fields={"levelname": "level"},
-        timestamp="time",
-    )
+    return JsonFormatter(" ".join(f"%({key})s" for key in RECORD_KEYS), json_ensure_ascii=False)
 
 
-def _json_line(formatter: object, level: str, message: str, fields: dict[str, object]) -> str:
+def _json_line(
+    formatter: object, level: str, source: str, message: str, fields: dict[str, object]
+) -> str:
     import logging
 
     record = logging.makeLogRecord(
         {"name": "pyinit", "levelno": LEVELS[level], "levelname": level.upper(), "msg": message}
+    )
+    record.__dict__.update(
+        time=timestamp(record.created), level=level, source=source, stream="stderr"
     )
     record.__dict__.update(fields)
     return formatter.format(record) + "\n"  # type: ignore[attr-defined, no-any-return]

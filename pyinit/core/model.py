@@ -33,6 +33,7 @@ class Options:
         "ctl_socket",
         "health_port",
         "warnings",
+        "completion",
     )
 
     def __init__(self) -> None:
@@ -52,6 +53,7 @@ class Options:
         self.explicit: set[str] = set()
         self.ctl_socket: str | None = None  # services mode's control socket
         self.health_port: tuple[str, int] | None = None  # (address, port) for /healthz
+        self.completion: str | None = None  # --completion SHELL: print the script, exit
 
 
 class ExitStatus:

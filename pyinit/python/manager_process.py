@@ -85,4 +85,4 @@ def notify_ready_once() -> None:
 def log_from_environment() -> Log:
     level = os.environ.get("PYINIT_LOG_LEVEL", "").strip().lower()
     fmt = os.environ.get("PYINIT_LOG_FORMAT", "").strip().lower()
-    return Log(level if level in LEVELS else "info", "json" if fmt == "json" else "text")
+    return Log(level if level in LEVELS else "info", fmt)  # Log takes an unknown fmt as text

@@ -141,7 +141,8 @@ class Worker:
         self.grace: float | None = None  # the class's graceful_shutdown_timeout, once loaded
         level = os.environ.get("PYINIT_LOG_LEVEL", "info").lower()
         fmt = os.environ.get("PYINIT_LOG_FORMAT", "text").lower()
-        self.log = Log(level if level in LEVELS else "info", "json" if fmt == "json" else "text")
+        # pyinit's format and schema, with this worker as the source (issue 11)
+        self.log = Log(level if level in LEVELS else "info", fmt, source=self.title)
         self._done: queue.SimpleQueue[Task] = queue.SimpleQueue()
         self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 

@@ -10,6 +10,13 @@ States of the one child, and what moves between them:
     any --kill timer fires--> SIGKILL to the group (or child); a last short
             timer makes sure pyinit exits even if something cannot die
 
+A stop says what it waits for (issue 11), as services mode does: a moment
+into the grace, if anything is still running, one info line names it and
+when SIGKILL comes; at the end one line says what was stopped, how long it
+took, what had to be killed, and the exit status. Quiet when all goes well,
+as tini is: a stop that ends before the moment comes logs its summary at
+debug level; one that needed SIGKILL, at warning.
+
 Without /proc (issue 7, item 5) the strays of DRAINING cannot be listed:
 as PID 1 `kill(-1, ...)` reaches them anyway; as a subreaper pyinit says it
 cannot see them rather than claiming they "survived SIGKILL".
@@ -35,6 +42,9 @@ if TYPE_CHECKING:
     from pyinit.core.loop import Loop, Timer
     from pyinit.core.notify import Upstream
 
+#: How far into the grace a stop says what it still waits for (half the grace if less).
+WAIT_REPORT_SECONDS = 1.0
+
 
 class CommandSupervisor:
     """Runs COMMAND, forwards signals to it, and decides pyinit's exit status."""
@@ -49,6 +59,9 @@ class CommandSupervisor:
         self._kill_timer: Timer | None = None
         self._cleaning_up = False
         self._blind_warned = False
+        self._stop_began: float | None = None  # monotonic time of the first stop step
+        self._waited = False  # the "waiting for" line was logged
+        self._killed = False  # SIGKILL had to be sent
         self.upstream: Upstream | None = None
         # The SIGHUP and SIGCONT the kernel sends when we hand the terminal
         # over (dumb-init #136): dropped once each, never forwarded.
@@ -218,9 +231,52 @@ class CommandSupervisor:
 
     def _arm_kill_timer(self) -> None:
         grace = self.options.grace
+        if self._stop_began is None:  # the stop begins: say later what it waits for
+            self._stop_began = time.monotonic()
+            delay = min(grace / 2, WAIT_REPORT_SECONDS) if grace > 0 else WAIT_REPORT_SECONDS
+            self.loop.call_later(delay, self._report_waiting)
         if self._kill_timer is not None or grace <= 0:
             return
         self._kill_timer = self.loop.call_at(time.monotonic() + grace, self._on_grace_expired)
+
+    def _report_waiting(self) -> None:
+        """One line, a moment into the grace: who is still running, when SIGKILL comes."""
+        if self.exit_code is not None or self._killed:
+            return
+        if self._kill_timer is None:
+            when = "no SIGKILL: grace 0 waits forever"
+        else:
+            when = f"SIGKILL in {max(self._kill_timer.when - time.monotonic(), 0):.1f} s"
+        self._waited = True
+        message = f"waiting for {self._still_running()} to stop; {when}"
+        self.log.info(message, event="stop_wait", pid=self.pid)
+
+    def _still_running(self) -> str:
+        """`'app' (pid 7) and 2 other process(es)`, from /proc when it can be read."""
+        try:
+            others = len(reaper.descendants(os.getpid())) - (self.status is None)
+        except reaper.ProcUnreadable:
+            others = -1  # unknown
+        if self.status is None:
+            child = f"{self.options.command[0]!r} (pid {self.pid})"
+            return f"{child} and {others} other process(es)" if others > 0 else child
+        left = f"{others} process(es)" if others >= 0 else "the processes"
+        return f"{left} left by {self.options.command[0]!r} (pid {self.pid})"
+
+    def _summarize(self, code: int) -> None:
+        """The stop's last line: what, how long, what was killed, the exit status."""
+        assert self._stop_began is not None
+        took = time.monotonic() - self._stop_began
+        what = "child" if self.options.single_child else "process group"
+        killed = f"SIGKILL needed for the {what}" if self._killed else "none killed"
+        message = (
+            f"stopped {self.options.command[0]!r} (pid {self.pid}) in {took:.2f} s;"
+            f" {killed}; exit status {code}"
+        )
+        log = (
+            self.log.warning if self._killed else self.log.info if self._waited else self.log.debug
+        )
+        log(message, event="stopped", pid=self.pid, exit_code=code)
 
     def _on_grace_expired(self) -> None:
         if self.exit_code is not None:
@@ -233,6 +289,7 @@ class CommandSupervisor:
             pid=self.pid,
             signal="SIGKILL",
         )
+        self._killed = True
         self._send(signals.SIGKILL)
         if self.status is not None:
             self._signal_strays(signals.SIGKILL)
@@ -257,4 +314,6 @@ class CommandSupervisor:
             self.log.debug(f"exit status {code} remapped to 0", event="remap", exit_code=code)
             code = 0
         self.exit_code = code
+        if self._stop_began is not None:
+            self._summarize(code)
         self.loop.stop()

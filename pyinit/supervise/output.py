@@ -1,4 +1,4 @@
-"""Relays for `output = "prefix"` and `output = "json"`: child pipe -> our stdout/stderr.
+"""Relays for `output = "prefix"`, `"json"`, `"logfmt"`: child pipe -> our stdout/stderr.
 
 `inherit` needs none of this: the child writes to pyinit's fds itself. In the
 other modes each worker's stdout and stderr is a pipe whose read end is a
@@ -33,8 +33,11 @@ built this way:
   what could not be written is dropped.
 
 Formats: prefix `web[0] | line` (the bytes pass through untouched); json one
-object a line with the keys time (UTC, ISO 8601 with milliseconds), service,
-worker, stream, message (the line decoded as UTF-8 with errors="replace").
+object a line and logfmt one `key=value` line, both in the schema of
+pyinit's own records (core/logs.py, issue 11): time (RFC 3339 UTC with
+milliseconds), level (always `info`: pyinit does not read the app's line;
+`stream` says which stream), source (`web[0]`), stream, message (the line
+decoded as UTF-8 with errors="replace"), then service and worker.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ import select
 import time
 
 from pyinit.config.model import OutputMode
-from pyinit.core.logs import sink
+from pyinit.core.logs import logfmt_value, sink, timestamp
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -84,7 +87,7 @@ class OutputRelay:
         mode: OutputMode,
         out_fd: int | None = None,
     ) -> None:
-        if mode not in (OutputMode.PREFIX, OutputMode.JSON):
+        if mode is OutputMode.INHERIT:
             raise ValueError(f"no relay for output mode {mode.value!r}")
         self._loop = loop
         self._fd = fd
@@ -95,17 +98,21 @@ class OutputRelay:
         self._partial = b""
         self.closed = False
         self.write_error: OSError | None = None  # set once writing failed; output is dropped
+        source = f"{service}[{worker}]"
         if mode is OutputMode.PREFIX:
-            self._prefix = f"{service}[{worker}] | ".encode("utf-8", "backslashreplace")
+            self._prefix = f"{source} | ".encode("utf-8", "backslashreplace")
             self._format = self._format_prefix
-        else:
-            self._dumps = json.JSONEncoder(ensure_ascii=False).encode
-            # Constant part of every record; time and message are filled in per line.
-            self._fields = (
-                f", {self._dumps('service')}: {self._dumps(service)}, "
-                f'"worker": {int(worker)}, "stream": {self._dumps(stream)}, "message": '
-            )
+        elif mode is OutputMode.JSON:
+            dumps = self._dumps = json.JSONEncoder(ensure_ascii=False).encode
+            # Constant parts of every record; time and message are filled in per line.
+            self._head = f', "level": "info", "source": {dumps(source)}, "stream": "{stream}", '
+            self._tail = f', "service": {dumps(service)}, "worker": {int(worker)}}}\n'
             self._format = self._format_json
+        else:
+            head = f" level=info source={logfmt_value(source)} stream={stream} message="
+            self._head = head
+            self._tail = f" service={logfmt_value(service)} worker={int(worker)}\n"
+            self._format = self._format_logfmt
         os.set_blocking(fd, False)
         loop.add_reader(fd, self._on_readable)
 
@@ -180,11 +187,15 @@ class OutputRelay:
         return prefix + (b"\n" + prefix).join(lines) + b"\n"
 
     def _format_json(self, lines: list[bytes]) -> bytes:
-        now = time.time()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        head = f'{{"time": "{stamp}.{int(now * 1000) % 1000:03d}Z"{self._fields}'
-        dumps = self._dumps
-        records = [head + dumps(line.decode("utf-8", "replace")) + "}\n" for line in lines]
+        head = f'{{"time": "{timestamp(time.time())}"{self._head}"message": '
+        dumps, tail = self._dumps, self._tail
+        records = [head + dumps(line.decode("utf-8", "replace")) + tail for line in lines]
+        return "".join(records).encode("utf-8")
+
+    def _format_logfmt(self, lines: list[bytes]) -> bytes:
+        head = f"time={timestamp(time.time())}{self._head}"
+        tail = self._tail
+        records = [head + logfmt_value(line.decode("utf-8", "replace")) + tail for line in lines]
         return "".join(records).encode("utf-8")
 
     def _write(self, data: bytes) -> None:

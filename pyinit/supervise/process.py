@@ -15,7 +15,7 @@ import pwd
 import subprocess
 from typing import TYPE_CHECKING
 
-from pyinit.config.model import ReadinessKind, ServiceSpec
+from pyinit.config.model import OutputMode, ReadinessKind, ServiceSpec
 from pyinit.python.command import command_line
 
 if TYPE_CHECKING:
@@ -63,9 +63,13 @@ def worker_command(
         return list(spec.command), env
     argv, extra_env = command_line(spec.py_class, spec.name, worker_id, spec.args, spec.kwargs)
     env.update(extra_env)
-    # The worker logs as pyinit does (pyinit's own PYINIT_* are not passed on).
+    # The worker logs as pyinit does (pyinit's own PYINIT_* are not passed on),
+    # in pyinit's schema with source `web[0]`. When its output is relayed
+    # (prefix, json, logfmt) the relay adds the structure: the runner's own
+    # lines are then text, so a JSON record never holds another one.
     env["PYINIT_LOG_LEVEL"] = options.log_level
-    env["PYINIT_LOG_FORMAT"] = options.log_format
+    relayed = spec.output is not OutputMode.INHERIT
+    env["PYINIT_LOG_FORMAT"] = "text" if relayed else options.log_format
     return argv, env
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from pyinit.config import ConfigError, load
 from pyinit.config.model import ReloadMode, ReloadTarget, start_order
-from pyinit.config.reload_plan import describe, plan
+from pyinit.config.reload_plan import describe, keep_default_outputs, plan
 from pyinit.core import signals
 from pyinit.supervise.listen import ListenError
 from pyinit.supervise.unit import Unit, WorkerState
@@ -86,9 +86,11 @@ def apply_new_config(supervisor: Supervisor) -> str:
     assert old.path is not None
     try:
         has_main = any(unit.main for unit in supervisor.units.values())
-        new = load(os.environ, old.path, allow_empty=has_main)
+        fmt = supervisor.options.log_format  # what pyinit logs in: shapes default outputs
+        new = load(os.environ, old.path, allow_empty=has_main, log_format=fmt)
     except ConfigError as error:
         return _refused(supervisor, str(error))
+    new = keep_default_outputs(old, new)
     try:
         # Before anything changes: a port that cannot be bound refuses the
         # whole reload, and what this opened is closed again.
