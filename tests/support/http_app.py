@@ -1,7 +1,7 @@
 """A small HTTP server for deploy tests: answers `VERSION PID`, stops gracefully.
 
 The listening socket is the one pyinit hands over (LISTEN_FDS=1: fd 3, the
-systemd protocol), or with `--port N` one it binds itself. It answers every
+systemd protocol), `--fd N` (circus), or with `--port N` one it binds itself. It answers every
 GET with one line, `$APP_VERSION <pid>`, so a test sees which generation
 served each request.
 
@@ -38,7 +38,9 @@ def notify(text: str) -> None:
         sock.sendall(text.encode())
 
 
-def listening_socket(port: int | None) -> socket.socket:
+def listening_socket(port: int | None, fd: int | None) -> socket.socket:
+    if fd is not None:
+        return socket.socket(fileno=fd)  # circus: `--fd $(circus.sockets.web)`
     if port is None:
         if os.environ.get("LISTEN_FDS") != "1":
             sys.exit(f"http_app: no --port and LISTEN_FDS={os.environ.get('LISTEN_FDS')!r}")
@@ -69,6 +71,7 @@ def answer(conn: socket.socket, body: bytes) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int)
+    parser.add_argument("--fd", type=int)
     args = parser.parse_args()
     mode = os.environ.get("APP_MODE", "serve")
     if mode == "crash":
@@ -79,7 +82,7 @@ def main() -> int:
     signal.set_wakeup_fd(write_end)
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
-    sock = listening_socket(args.port)
+    sock = listening_socket(args.port, args.fd)
     sock.setblocking(False)
     startup = float(os.environ.get("APP_STARTUP", "0"))
     if startup:
