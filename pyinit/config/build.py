@@ -26,6 +26,7 @@ from pyinit.config.model import (
     DEFAULT_PROBE_INTERVAL,
     DEFAULT_READY_TIMEOUT,
     DEFAULT_RESTART_WINDOW,
+    DEFAULT_SETTLE,
     Backoff,
     OutputMode,
     Readiness,
@@ -35,6 +36,7 @@ from pyinit.config.model import (
     Schedule,
     ServiceSpec,
     Settings,
+    Strategy,
     check_cron,
 )
 from pyinit.core.values import MAX_DIGITS, is_digits, parse_seconds, parse_signal, read_digits
@@ -42,7 +44,7 @@ from pyinit.core.values import MAX_DIGITS, is_digits, parse_seconds, parse_signa
 SERVICE_KEYS = frozenset(
     "cmd class workers args kwargs after ready ready_timeout watchdog restart backoff"
     " max_restarts restart_window grace stop_signal reload reload_signal user group cwd env"
-    " output critical oneshot every cron run_on_start".split()
+    " output critical oneshot every cron run_on_start strategy max_surge settle".split()
 )
 SETTINGS_KEYS = frozenset("grace log_format log_level ctl_socket health_port".split())
 BACKOFF_KEYS = frozenset(("threshold", "min_delay", "max_delay"))
@@ -96,6 +98,7 @@ def build_service(name: str, raw: Mapping[str, object], origin: str) -> ServiceS
     reload = _get(raw, "reload", _enum(ReloadMode), ReloadMode.SIGNAL)
     if "reload_signal" in raw and reload is not ReloadMode.SIGNAL:
         raise Invalid(("reload_signal",), f'needs reload = "signal", not {reload.value!r}')
+    strategy, max_surge, settle = _deploy(raw, single, kind, ready)
     if py_class is None and ("args" in raw or "kwargs" in raw):
         key = "args" if "args" in raw else "kwargs"
         raise Invalid((key,), "applies only to class services; put a command's arguments in cmd")
@@ -126,8 +129,38 @@ def build_service(name: str, raw: Mapping[str, object], origin: str) -> ServiceS
         critical=_get(raw, "critical", _bool, False),
         oneshot=oneshot,
         schedule=schedule,
+        strategy=strategy,
+        max_surge=max_surge,
+        settle=settle,
         origin=origin,
     )
+
+
+def _deploy(
+    raw: Mapping[str, object], single: bool, kind: str, ready: Readiness
+) -> tuple[Strategy, int, float]:
+    """strategy, max_surge, settle (issue 9).
+
+    Rolling is the default where pyinit knows it works: a service whose
+    sockets pyinit holds (`listen`), since old and new workers then share
+    them. Without them pyinit cannot tell a worker that binds its own port
+    (a second copy fails with EADDRINUSE) or must run alone from one that
+    may overlap, so the default stays restart and `strategy = "rolling"`
+    says so. A oneshot or periodic job has nothing to keep serving.
+    """
+    strategy = _get(raw, "strategy", _enum(Strategy), None)
+    if strategy is Strategy.ROLLING and single:
+        raise Invalid(("strategy",), f"{kind} cannot roll: it is not serving anything")
+    if strategy is None:
+        strategy = Strategy.ROLLING if raw.get("listen") and not single else Strategy.RESTART
+    for key in ("max_surge", "settle"):
+        if key in raw and strategy is not Strategy.ROLLING:
+            raise Invalid((key,), 'needs strategy = "rolling"')
+    max_surge = _get(raw, "max_surge", _count_up_to(MAX_WORKERS), 1)
+    if max_surge < 1:
+        raise Invalid(("max_surge",), "must be 1 or more (new workers started at a time)")
+    default_settle = 0.0 if ready.kind is ReadinessKind.NOTIFY else DEFAULT_SETTLE
+    return strategy, max_surge, _get(raw, "settle", _duration, default_settle)
 
 
 def _get(raw: Mapping[str, object], key: str, convert: Callable[[object], T], default: T) -> T:
@@ -275,7 +308,7 @@ def _choice(*choices: str) -> Callable[[object], str]:
     return convert
 
 
-E = TypeVar("E", RestartPolicy, OutputMode, ReloadMode)
+E = TypeVar("E", RestartPolicy, OutputMode, ReloadMode, Strategy)
 
 
 def _enum(kind: type[E]) -> Callable[[object], E]:

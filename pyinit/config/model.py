@@ -59,6 +59,19 @@ class ReloadMode(enum.Enum):
     NONE = "none"
 
 
+class Strategy(enum.Enum):
+    """How a changed definition or `ctl restart` replaces the workers (issue 9)."""
+
+    ROLLING = "rolling"  # a new worker, ready, then its old one stops: max_surge at a time
+    RESTART = "restart"  # the old workers stop, then new ones start: a gap
+
+
+#: Seconds a new worker must have run before it replaces an old one in a
+#: rolling deploy, unless it says READY=1 itself (ready = "notify"): a tcp or
+#: file check may be answered by the old workers, and none says nothing.
+DEFAULT_SETTLE = 1.0
+
+
 class ReadinessKind(enum.Enum):
     NONE = "none"  # ready as soon as it has started
     NOTIFY = "notify"  # READY=1 on the notify socket pyinit gives it
@@ -148,6 +161,10 @@ class ServiceSpec:
     critical: bool = False
     oneshot: bool = False
     schedule: Schedule | None = None
+    # Rolling replacement (supervise/rollout.py); config.build picks the default.
+    strategy: Strategy = Strategy.RESTART
+    max_surge: int = 1  # new workers starting at once beside the old ones
+    settle: float = 0.0  # seconds a new worker runs, ready, before an old one stops
     # Where it was written ("PYINIT_SERVICES entry 2", "/etc/pyinit.toml:7"), for messages.
     origin: str = field(default="", compare=False)
 
@@ -345,6 +362,11 @@ def _describe(spec: ServiceSpec, default_grace: float) -> list[str]:
         ready += f", watchdog {format_duration(spec.watchdog)}"
     out.append(f"  ready    {ready}")
     out.append(f"  restart  {_restart_text(spec)}")
+    if spec.strategy is Strategy.ROLLING:
+        out.append(
+            f"  deploy   rolling, {spec.max_surge} at a time,"
+            f" settle {format_duration(spec.settle)}"
+        )
     grace = spec.grace if spec.grace is not None else default_grace
     grace_text = "forever" if grace == 0 else format_duration(grace)
     out.append(f"  stop     {signal_name(spec.stop_signal)}, SIGKILL after {grace_text}")
