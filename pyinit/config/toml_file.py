@@ -21,14 +21,8 @@ import re
 import stat
 from dataclasses import dataclass
 
-from pyinit.config.build import (
-    NAME,
-    SERVICE_KEYS,
-    SETTINGS_KEYS,
-    build_service,
-    build_settings,
-    type_name,
-)
+from pyinit.config.build import SERVICE_KEYS, SETTINGS_KEYS, build_service, build_settings
+from pyinit.config.convert import NAME, type_name
 from pyinit.config.errors import ConfigError, Invalid, Parsed, did_you_mean
 from pyinit.config.model import Settings
 
