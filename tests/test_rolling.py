@@ -40,7 +40,7 @@ from support.loadgen import LoadGenerator
 from support.notify_listener import NotifyListener
 from support.svc_helpers import Events, services_env, svc_argv, wait_log, write_toml
 
-pytestmark = [INSTALLED_ONLY, PID1_ONLY]
+pytestmark = INSTALLED_ONLY
 
 APP = [sys.executable, "-S", str(SUPPORT_DIR / "http_app.py")]
 DEPLOYS = 3  # of each kind per test (the bench does 20)
@@ -158,6 +158,7 @@ def check_tally(load: LoadGenerator, deployment: Deployment) -> None:
     assert_no_traceback(deployment.proc.stderr_lines(0))
 
 
+@PID1_ONLY
 @pytest.mark.parametrize("workers", [1, 4])
 def test_stdlib_server_is_replaced_under_load_without_a_failed_request(
     pyinit_argv: list[str],
@@ -190,6 +191,7 @@ def test_stdlib_server_is_replaced_under_load_without_a_failed_request(
         check_tally(load, deployment)
 
 
+@PID1_ONLY
 @pytest.mark.parametrize("workers", [1, 4])
 def test_gunicorn_on_the_held_socket_is_replaced_without_a_failed_request(
     pyinit_argv: list[str],
@@ -222,6 +224,7 @@ def test_gunicorn_on_the_held_socket_is_replaced_without_a_failed_request(
         check_tally(load, deployment)
 
 
+@PID1_ONLY
 @pytest.mark.parametrize("workers", [1, 4])
 def test_python_service_serving_its_socket_is_replaced_without_a_failed_request(
     pyinit_argv: list[str],
@@ -249,6 +252,7 @@ def test_python_service_serving_its_socket_is_replaced_without_a_failed_request(
         check_tally(load, deployment)
 
 
+@PID1_ONLY
 def test_a_deploy_that_never_gets_ready_leaves_the_old_workers_serving(
     pyinit_argv: list[str], as_pid1: list[str], start_init: StartInit, tmp_path: Path
 ) -> None:
@@ -306,6 +310,7 @@ def test_a_deploy_that_never_gets_ready_leaves_the_old_workers_serving(
             check_tally(load, deployment)
 
 
+@PID1_ONLY
 @pytest.mark.parametrize("strategy", ["rolling", "restart"])
 def test_a_reload_that_changes_after_waits_for_the_new_dependency(
     pyinit_argv: list[str],
@@ -318,7 +323,9 @@ def test_a_reload_that_changes_after_waits_for_the_new_dependency(
     exists: the running web is not touched until then, then it is replaced."""
     events = Events(tmp_path / "events")
     gate_file = tmp_path / "gate-open"
-    web = {"cmd": svc_argv(events.path, "web"), "strategy": strategy, "settle": "0s"}
+    web: dict[str, object] = {"cmd": svc_argv(events.path, "web"), "strategy": strategy}
+    if strategy == "rolling":
+        web["settle"] = "300ms"  # the new web must be seen running before the old one stops
     deployment = Deployment(start_init, pyinit_argv, as_pid1, tmp_path, {"web": web})
     events.context = deployment.proc.describe
     (first,) = events.wait_starts("web", 1)
@@ -407,6 +414,7 @@ def test_check_says_who_rolls_by_default(pyinit_argv: list[str], tmp_path: Path)
     assert "deploy" not in own, own  # restart, the default without held sockets
 
 
+@PID1_ONLY
 def test_ctl_restart_of_a_rolling_service_without_held_sockets_keeps_it_running(
     pyinit_argv: list[str], as_pid1: list[str], start_init: StartInit, tmp_path: Path
 ) -> None:
