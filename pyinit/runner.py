@@ -16,7 +16,7 @@ import gc
 import os
 
 from pyinit.core import reaper, signals
-from pyinit.core.logs import Log
+from pyinit.core.logs import Log, fatal
 from pyinit.core.loop import Loop
 from pyinit.core.model import Options
 from pyinit.core.spawn import SpawnError
@@ -98,6 +98,10 @@ def run(
         from pyinit.supervise.supervisor import Supervisor
 
         supervisor = Supervisor(config, options, loop, log)
+        problem = supervisor.open_sockets()
+        if problem is not None:
+            fatal(problem)  # a port in use: one line, exit 2, nothing started
+            return 2
         if prepare is not None:
             prepare(supervisor)
     loop.add_reader(wakeup_fd, lambda: supervisor.on_signals(signals.read_wakeup(wakeup_fd)))

@@ -418,7 +418,8 @@ def test_sighup_reloads_and_other_signals_reach_every_service_group(
 ) -> None:
     events = Events(tmp_path / "events")
     spec = (
-        f"sig[reload=signal, reload_signal=USR2]: {svc(events.path, 'sig', '--child')};"
+        f"sig[reload=signal, reload_signal=USR2, reload_to=group]:"
+        f" {svc(events.path, 'sig', '--child')};"
         f" hup: {svc(events.path, 'hup')};"
         f" again[reload=restart]: {svc(events.path, 'again')};"
         f" still[reload=none]: {svc(events.path, 'still')}"

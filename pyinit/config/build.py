@@ -13,6 +13,7 @@ adds the source (entry or file:line).
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -20,6 +21,7 @@ from types import MappingProxyType
 from pyinit.config import convert
 from pyinit.config.convert import MAX_RESTARTS, MAX_WORKERS
 from pyinit.config.errors import Invalid
+from pyinit.config.listen import DEFAULT_MODE, ListenAddress, listen_entries, parse_mode
 from pyinit.config.model import (
     DEFAULT_READY_TIMEOUT,
     DEFAULT_RESTART_WINDOW,
@@ -29,6 +31,7 @@ from pyinit.config.model import (
     Readiness,
     ReadinessKind,
     ReloadMode,
+    ReloadTarget,
     RestartPolicy,
     Schedule,
     ServiceSpec,
@@ -39,7 +42,8 @@ from pyinit.config.model import (
 SERVICE_KEYS = frozenset(
     "cmd class workers args kwargs after ready ready_timeout watchdog restart backoff"
     " max_restarts restart_window grace stop_signal reload reload_signal user group cwd env"
-    " output critical oneshot every cron run_on_start strategy max_surge settle".split()
+    " output critical oneshot every cron run_on_start strategy max_surge settle"
+    " listen listen_mode listen_owner listen_group reload_to".split()
 )
 SETTINGS_KEYS = frozenset("grace log_format log_level ctl_socket health_port".split())
 
@@ -69,8 +73,9 @@ def build_service(name: str, raw: Mapping[str, object], origin: str) -> ServiceS
     if watchdog is not None and ready.kind is not ReadinessKind.NOTIFY:
         raise Invalid(("watchdog",), 'needs ready = "notify" (WATCHDOG=1 comes over it)')
     reload = convert.get(raw, "reload", convert.enum_of(ReloadMode), ReloadMode.SIGNAL)
-    if "reload_signal" in raw and reload is not ReloadMode.SIGNAL:
-        raise Invalid(("reload_signal",), f'needs reload = "signal", not {reload.value!r}')
+    for key in ("reload_signal", "reload_to"):
+        if key in raw and reload is not ReloadMode.SIGNAL:
+            raise Invalid((key,), f'needs reload = "signal", not {reload.value!r}')
     strategy, max_surge, settle = _deploy(raw, single, kind, ready)
     if py_class is None and ("args" in raw or "kwargs" in raw):
         key = "args" if "args" in raw else "kwargs"
@@ -96,6 +101,8 @@ def build_service(name: str, raw: Mapping[str, object], origin: str) -> ServiceS
         stop_signal=convert.get(raw, "stop_signal", convert.signal_number, int(signal.SIGTERM)),
         reload=reload,
         reload_signal=convert.get(raw, "reload_signal", convert.signal_number, int(signal.SIGHUP)),
+        reload_to=convert.get(raw, "reload_to", convert.enum_of(ReloadTarget), ReloadTarget.MAIN),
+        listen=_listen(raw),
         user=convert.get(raw, "user", convert.user, None),
         group=convert.get(raw, "group", convert.group, None),
         cwd=convert.get(raw, "cwd", convert.path, None),
@@ -146,6 +153,24 @@ def _target(raw: Mapping[str, object]) -> tuple[tuple[str, ...] | None, str | No
     if "class" in raw:
         return None, convert.get(raw, "class", convert.class_ref, "")
     raise Invalid((), 'needs cmd (a command) or class ("module:Class")')
+
+
+def _listen(raw: Mapping[str, object]) -> tuple[ListenAddress, ...]:
+    """`listen`, with listen_mode/owner/group applied to its socket files."""
+    none: tuple[ListenAddress, ...] = ()
+    addresses = convert.get(raw, "listen", listen_entries, none)
+    file_keys = [key for key in ("listen_mode", "listen_owner", "listen_group") if key in raw]
+    if file_keys and not any(address.is_file for address in addresses):
+        raise Invalid((file_keys[0],), "needs a unix socket in listen (unix:/path)")
+    mode = convert.get(raw, "listen_mode", parse_mode, DEFAULT_MODE)
+    owner = convert.get(raw, "listen_owner", convert.user, None)
+    group = convert.get(raw, "listen_group", convert.group, None)
+    return tuple(
+        dataclasses.replace(address, mode=mode, owner=owner, group=group)
+        if address.is_file
+        else address
+        for address in addresses
+    )
 
 
 def _schedule(raw: Mapping[str, object]) -> Schedule | None:

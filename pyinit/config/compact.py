@@ -156,6 +156,7 @@ def _parse_target(target: str, source: _EntrySource) -> dict[str, object]:
 _INT_OPTIONS = frozenset(("workers", "max_restarts", "max_surge"))
 _BOOL_OPTIONS = frozenset(("critical", "oneshot", "run_on_start"))
 _TOML_ONLY = frozenset(("env", "backoff", "args", "kwargs"))
+_LIST_OPTIONS = frozenset(("after", "listen"))  # `+` between items: after=a+b
 
 
 def _parse_options(text: str, source: _EntrySource) -> dict[str, object]:
@@ -218,8 +219,8 @@ def _option_value(key: str, has_value: bool, text: str, source: _EntrySource) ->
             return parse_bool(value)
     except ValueError as error:
         raise source.error((key,), str(error)) from None
-    if key == "after":
-        return [name.strip() for name in value.split("+")]
+    if key in _LIST_OPTIONS:
+        return [item.strip() for item in value.split("+")]
     if key == "ready" and value.startswith("exec"):
         raise source.error(
             (key,), "exec readiness exists only in the TOML file: ready = {exec = [...]}"

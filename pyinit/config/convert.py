@@ -26,6 +26,7 @@ from pyinit.config.model import (
     Readiness,
     ReadinessKind,
     ReloadMode,
+    ReloadTarget,
     RestartPolicy,
     Strategy,
     check_cron,
@@ -163,7 +164,7 @@ def choice(*choices: str) -> Callable[[object], str]:
     return convert
 
 
-E = TypeVar("E", RestartPolicy, OutputMode, ReloadMode, Strategy)
+E = TypeVar("E", RestartPolicy, OutputMode, ReloadMode, ReloadTarget, Strategy)
 
 
 def enum_of(kind: type[E]) -> Callable[[object], E]:

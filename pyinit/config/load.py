@@ -106,6 +106,7 @@ def parse_config(services_text: str, toml_text: str | None, path: str | None) ->
         settings, from_file = parse_toml(toml_text, path or "<config>")
         parsed = _merge(parsed, from_file)
     _check_dependencies(parsed)
+    _check_listen(parsed)
     services = MappingProxyType({p.spec.name: p.spec for p in parsed})
     return Config(settings=settings, services=services, path=path)
 
@@ -114,6 +115,7 @@ def parse_services(text: str, origin: str = VARIABLE) -> dict[str, ServiceSpec]:
     """The compact form alone, with its `after` names checked among themselves."""
     parsed = parse_compact(text, origin)
     _check_dependencies(parsed)
+    _check_listen(parsed)
     return {p.spec.name: p.spec for p in parsed}
 
 
@@ -121,6 +123,7 @@ def load_toml(text: str, path: str) -> tuple[Settings, dict[str, ServiceSpec]]:
     """The TOML form alone, with its `after` names checked among themselves."""
     settings, parsed = parse_toml(text, path)
     _check_dependencies(parsed)
+    _check_listen(parsed)
     return settings, {p.spec.name: p.spec for p in parsed}
 
 
@@ -168,3 +171,18 @@ def _check_dependencies(parsed: list[Parsed]) -> None:
     if cycle:
         source = next(p.source for p in parsed if p.spec.name == cycle[0])
         raise source.error(("after",), f"dependency cycle: {' -> '.join(cycle)}")
+
+
+def _check_listen(parsed: list[Parsed]) -> None:
+    """Each socket is listed once: two services cannot hold the same address.
+
+    tcp:8000 (0.0.0.0) and tcp:[::]:8000 are different keys the kernel may
+    still refuse to bind together; that is a bind error, reported with the
+    service and address when pyinit opens them.
+    """
+    holder: dict[str, str] = {}
+    for item in parsed:
+        for address in item.spec.listen:
+            other = holder.setdefault(address.key, item.spec.name)
+            if other != item.spec.name:
+                raise item.source.error(("listen",), f"{address.key} is also listed by {other!r}")

@@ -22,6 +22,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import NewType
 
+from pyinit.config.listen import ListenAddress
 from pyinit.core.signals import signal_name
 
 ServiceName = NewType("ServiceName", str)
@@ -54,7 +55,7 @@ class OutputMode(enum.Enum):
 class ReloadMode(enum.Enum):
     """What SIGHUP (or `pyinit ctl reload`) does to an unchanged service."""
 
-    SIGNAL = "signal"  # send reload_signal to its process groups; Service.reload() for classes
+    SIGNAL = "signal"  # reload_signal to each worker (reload_to); Service.reload() for classes
     RESTART = "restart"
     NONE = "none"
 
@@ -70,6 +71,13 @@ class Strategy(enum.Enum):
 #: rolling deploy, unless it says READY=1 itself (ready = "notify"): a tcp or
 #: file check may be answered by the old workers, and none says nothing.
 DEFAULT_SETTLE = 1.0
+
+
+class ReloadTarget(enum.Enum):
+    """Who gets `reload_signal` (issue 9.4)."""
+
+    MAIN = "main"  # the worker's own process, as systemd's `kill -HUP $MAINPID`
+    GROUP = "group"  # its whole process group (a gunicorn's workers would die of it)
 
 
 class ReadinessKind(enum.Enum):
@@ -153,6 +161,9 @@ class ServiceSpec:
     stop_signal: int = signal.SIGTERM
     reload: ReloadMode = ReloadMode.SIGNAL
     reload_signal: int = signal.SIGHUP
+    reload_to: ReloadTarget = ReloadTarget.MAIN
+    # Sockets pyinit binds and holds, handed over as fds 3.. (supervise/listen.py).
+    listen: tuple[ListenAddress, ...] = ()
     user: str | None = None
     group: str | None = None
     cwd: str | None = None
@@ -352,6 +363,8 @@ def _describe(spec: ServiceSpec, default_grace: float) -> list[str]:
         out.append(f"  env      {', '.join(sorted(spec.env))}")
     if spec.after:
         out.append(f"  after    {', '.join(spec.after)}")
+    if spec.listen:
+        out.append(f"  listen   {_listen_text(spec.listen)}")
     if spec.schedule is not None:
         out.append(f"  when     {spec.schedule.describe()}")
     ready = spec.ready.describe()
@@ -373,8 +386,19 @@ def _describe(spec: ServiceSpec, default_grace: float) -> list[str]:
     reload = spec.reload.value
     if spec.reload is ReloadMode.SIGNAL:
         reload += f" {signal_name(spec.reload_signal)}"
+        if spec.reload_to is ReloadTarget.GROUP:
+            reload += " to its process group"
     out.append(f"  reload   {reload}; output {spec.output.value}")
     return out
+
+
+def _listen_text(addresses: tuple[ListenAddress, ...]) -> str:
+    """'tcp:0.0.0.0:8000 (fd 3), unix:/run/a.sock (fd 4, mode 0660)': the fds a worker gets."""
+    parts = []
+    for fd, address in enumerate(addresses, 3):
+        details = address.details()
+        parts.append(f"{address.key} (fd {fd}{', ' + details if details else ''})")
+    return ", ".join(parts)
 
 
 def _restart_text(spec: ServiceSpec) -> str:

@@ -108,6 +108,18 @@ class Service:
         logged with its traceback and the worker exits 1.
         """
 
+    @property
+    def sockets(self) -> list[socket.socket]:
+        """The sockets pyinit holds for this service (`listen`), in order; [] if none.
+
+        Ready to serve: `server.socket = self.sockets[0]` for a socketserver
+        made with `bind_and_activate=False`, `--fd 3` for uvicorn. The same
+        objects on every call (see pyinit.python.sockets).
+        """
+        from pyinit.python.sockets import listen_sockets
+
+        return listen_sockets()
+
     def notify_ready(self) -> bool:
         """Tell pyinit this worker is ready (sd_notify `READY=1`).
 

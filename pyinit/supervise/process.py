@@ -70,9 +70,16 @@ def worker_command(
 
 
 def start_process(
-    spec: ServiceSpec, argv: list[str], env: dict[str, str], pipes: tuple[int, int] | None
+    spec: ServiceSpec,
+    argv: list[str],
+    env: dict[str, str],
+    pipes: tuple[int, int] | None,
+    pass_fds: list[int] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start it in a session of its own; `pipes` are its (stdout, stderr), if relayed.
+
+    `pass_fds` (its `listen` sockets) are inherited by this child only: every
+    other descriptor of pyinit's is closed in it.
 
     Raises OSError, ValueError, KeyError or SubprocessError when it cannot start.
     """
@@ -87,6 +94,7 @@ def start_process(
         user=user,
         group=group,
         extra_groups=extra_groups,
+        pass_fds=pass_fds or (),
     )
 
 

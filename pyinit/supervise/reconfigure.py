@@ -29,9 +29,10 @@ import os
 from typing import TYPE_CHECKING
 
 from pyinit.config import ConfigError, load
-from pyinit.config.model import ReloadMode, Strategy, start_order
+from pyinit.config.model import ReloadMode, ReloadTarget, Strategy, start_order
 from pyinit.config.reload_plan import describe, plan
 from pyinit.core import signals
+from pyinit.supervise.listen import ListenError
 from pyinit.supervise.unit import Unit, WorkerState
 
 if TYPE_CHECKING:
@@ -83,7 +84,11 @@ def reload_units(supervisor: Supervisor, units: list[Unit]) -> None:
                 # A Service class without reload() exits 0 on SIGHUP and is
                 # started again, same worker id (SPEC 3).
                 worker.restart_on_clean_exit = unit.spec.py_class is not None
-                signals.send(worker.pid, unit.spec.reload_signal, group=True)
+                # The main process by default (issue 9.4): a gunicorn master
+                # replaces its workers gracefully, where a HUP to its whole
+                # group would kill them mid-request.
+                to_group = unit.spec.reload_to is ReloadTarget.GROUP
+                signals.send(worker.pid, unit.spec.reload_signal, group=to_group)
 
 
 def apply_new_config(supervisor: Supervisor) -> str:
@@ -95,6 +100,12 @@ def apply_new_config(supervisor: Supervisor) -> str:
         has_main = any(unit.main for unit in supervisor.units.values())
         new = load(os.environ, old.path, allow_empty=has_main)
     except ConfigError as error:
+        return _refused(supervisor, str(error))
+    try:
+        # Before anything changes: a port that cannot be bound refuses the
+        # whole reload, and what this opened is closed again.
+        supervisor.listeners.open(new)
+    except ListenError as error:
         return _refused(supervisor, str(error))
 
     changes = plan(old, new)
@@ -130,6 +141,8 @@ def apply_new_config(supervisor: Supervisor) -> str:
         supervisor.grace = new.settings.grace
     supervisor.layers = [list(layer) for layer in start_order(new)] + [[n] for n in main]
     reload_units(supervisor, [units[name] for name in changes.unchanged])
+    # Workers still running with a removed socket keep their own descriptor.
+    supervisor.listeners.close_unused(new)
     return describe(changes)
 
 

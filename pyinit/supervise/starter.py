@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from pyinit.config.model import OutputMode
 from pyinit.core.model import ExitStatus
 from pyinit.supervise.exits import on_spawn_failed
+from pyinit.supervise.listen import hand_over
 from pyinit.supervise.output import close_relays, open_relays
 from pyinit.supervise.process import start_process, worker_command
 from pyinit.supervise.unit import WorkerState
@@ -43,6 +44,9 @@ def start_worker(supervisor: Supervisor, worker: Worker) -> None:
     argv, env = worker_command(
         spec, worker.worker_id, supervisor.base_env, notify_path, supervisor.options
     )
+    fds = supervisor.listeners.fds(spec)
+    if fds:  # through the exec shim: fds 3.., LISTEN_PID (listen.py)
+        argv = hand_over(spec, fds, argv, env)
     worker.started_at = time.monotonic()
     worker.generation = worker.unit.generation
     worker.failing = worker.restart_on_clean_exit = False
@@ -52,7 +56,7 @@ def start_worker(supervisor: Supervisor, worker: Worker) -> None:
         # of this worker, restarted by its policy, never PID 1's death.
         if spec.output is not OutputMode.INHERIT:
             pipes = open_relays(supervisor.loop, worker)
-        process = start_process(spec, argv, env, pipes)
+        process = start_process(spec, argv, env, pipes, fds)
     except (OSError, ValueError, KeyError, subprocess.SubprocessError) as error:
         _start_failed(supervisor, worker, argv, error)
         return

@@ -62,6 +62,7 @@ from pyinit.core.model import KILL_SETTLE_SECONDS
 from pyinit.core.notify import Upstream
 from pyinit.supervise import exits, reconfigure
 from pyinit.supervise.endpoints import close_endpoints, open_endpoints
+from pyinit.supervise.listen import ListenError, Listeners
 from pyinit.supervise.periodic import cancel_schedule, schedule_next_run
 from pyinit.supervise.process import child_environment
 from pyinit.supervise.readiness import ReadinessWatch
@@ -119,6 +120,20 @@ class Supervisor:
         self.rollouts = Rollouts(self)  # rolling replacements (issue 9)
         self.downstream: Downstream | None = None  # pyinit's own notify socket
         self.servers: list[object] = []  # control socket, health port: closed at exit
+        self.listeners = Listeners()  # the services' own sockets (`listen`), held by pyinit
+
+    def open_sockets(self) -> str | None:
+        """Bind every `listen` address, before anything starts; the error line, or None.
+
+        A bind error is a configuration error (exit 2, nothing started): the
+        caller prints it. Done once: a reload opens only what it adds.
+        """
+        try:
+            self.listeners.open(self.config)
+        except ListenError as error:
+            return str(error)
+        self.servers.append(self.listeners)
+        return None
 
     def start(self) -> None:
         """Open the sockets, then start every unit whose `after` is met."""
