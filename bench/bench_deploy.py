@@ -142,7 +142,7 @@ env = {{ APP_VERSION = "{version}", APP_STARTUP = "{startup}" }}
 
 PYINIT_GUNICORN = """
 [services.web]
-cmd = [{gunicorn}, "-m", "gunicorn", "--bind", "fd://3", "-w", "2", "--chdir", {support},
+cmd = [{gunicorn}, "-m", "gunicorn", "-w", "2", "--chdir", {support},
        "--graceful-timeout", "5", "wsgi_app:app"]
 listen = ["tcp:127.0.0.1:{port}"]
 env = {{ APP_VERSION = "{version}" }}
@@ -437,7 +437,7 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
         pyinit_contender(
             args,
             "pyinit rolling, gunicorn",
-            "gunicorn -w 2 on fd://3 held by pyinit, settle 1 s, SIGHUP",
+            "gunicorn -w 2 on the socket pyinit holds (LISTEN_FDS), settle 1 s, SIGHUP",
             PYINIT_GUNICORN,
         ),
         pyinit_contender(

@@ -200,11 +200,13 @@ def test_gunicorn_on_the_held_socket_is_replaced_without_a_failed_request(
     tmp_path: Path,
     workers: int,
 ) -> None:
-    """gunicorn with 2 sync workers takes fd 3 (`--bind fd://3`); its master's early
+    """gunicorn with 2 sync workers takes fd 3 (LISTEN_FDS); its master's early
     READY=1 is not used: `settle` covers the boot of its workers."""
     pytest.importorskip("gunicorn")
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "--bind", "fd://3", "-w", "2"]
+    # No --bind: gunicorn takes LISTEN_FDS itself. (`--bind fd://3` as well makes
+    # gunicorn 27 adopt fd 3 twice and die of EBADF on the second.)
+    command = [sys.executable, "-m", "gunicorn", "-w", "2"]
     command += ["--chdir", str(SUPPORT_DIR), "--graceful-timeout", "5", "wsgi_app:app"]
     services = {
         "web": {
