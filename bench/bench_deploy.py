@@ -46,6 +46,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,6 +57,7 @@ from loadgen import LoadGenerator, Tally  # noqa: E402  (tests/support is not a 
 
 APP = SUPPORT / "http_app.py"
 STARTUP = 0.2  # APP_STARTUP: seconds an app "imports" before it serves
+STEADY = 3.0  # seconds of load before the first deploy: the gap a deploy must beat
 
 
 @dataclass
@@ -115,6 +117,7 @@ def pyinit_contender(args: argparse.Namespace, name: str, how: str, table: str) 
         write("v0")
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYINIT_")}
         env["PYINIT_CTL_SOCKET"] = str(directory / "ctl.sock")
+        env["PYINIT_LOG_FORMAT"] = "json"  # timestamps: ready times under load
         proc = subprocess.Popen(
             [*args.pyinit, "--config", str(config)],
             env=env,
@@ -323,6 +326,8 @@ class Outcome:
     sent: int = 0
     failed: int = 0
     longest_gap: float = 0.0
+    steady_gap: float = 0.0  # the longest gap in STEADY seconds before the first deploy
+    ready_times: list[float] = field(default_factory=list)  # pyinit: start -> ready, under load
     replace_times: list[float] = field(default_factory=list)
     unfinished: int = 0  # deploys not fully replaced within the limit
     errors: list[str] = field(default_factory=list)
@@ -351,6 +356,9 @@ def run(contender: Contender, args: argparse.Namespace) -> Outcome:
             wait_serving(port, "v0", 20)
             with LoadGenerator("127.0.0.1", port, threads=args.threads) as load:
                 load.wait_for_body(lambda b: b.startswith("v0"), 10)
+                quiet_from = time.monotonic()
+                time.sleep(STEADY)
+                outcome.steady_gap = load.tally.longest_gap(quiet_from, time.monotonic())
                 for number in range(1, args.deploys + 1):
                     took = deploy_once(load, running, f"v{number}", args.limit)
                     if took is None:
@@ -364,7 +372,28 @@ def run(contender: Contender, args: argparse.Namespace) -> Outcome:
             outcome.errors = sorted({error for _, error in tally.failures})[:3]
         finally:
             stop(running)
+        outcome.ready_times = ready_times_in(Path(tmp) / "pyinit.log")
     return outcome
+
+
+def ready_times_in(log: Path) -> list[float]:
+    """pyinit's JSON log: seconds from each worker's `started` to its `ready`."""
+    if not log.exists():
+        return []
+    started: dict[object, float] = {}
+    times = []
+    for line in log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        key = (record.get("service"), record.get("worker"))
+        when = datetime.fromisoformat(record["time"]).timestamp()
+        if record.get("event") == "started":
+            started[key] = when
+        elif record.get("event") == "ready" and key in started:
+            times.append(when - started.pop(key))
+    return times
 
 
 def deploy_once(load: LoadGenerator, running: Running, version: str, limit: float) -> float | None:
@@ -456,7 +485,8 @@ def table(outcomes: list[Outcome], ready: float, deploys: int) -> str:
     lines = [
         f"{deploys} deploys each; ready time (start to READY=1) {ready * 1000:.0f} ms",
         "",
-        "| contender | how it deploys | requests | failed | longest gap | replaced in p50 / max |",
+        "| contender | how it deploys | requests | failed | longest gap (no deploy) |"
+        " replaced in p50 / max |",
         "|---|---|---|---|---|---|",
     ]
     for o in outcomes:
@@ -472,7 +502,7 @@ def table(outcomes: list[Outcome], ready: float, deploys: int) -> str:
         percent = 100 * o.failed / o.sent if o.sent else 0
         lines.append(
             f"| {o.name} | {o.how} | {o.sent} | {o.failed} ({percent:.1f} %) |"
-            f" {o.longest_gap * 1000:.0f} ms | {replaced} |"
+            f" {o.longest_gap * 1000:.0f} ms ({o.steady_gap * 1000:.0f} ms) | {replaced} |"
         )
     return "\n".join(lines)
 
@@ -490,12 +520,14 @@ def targets(outcomes: list[Outcome], ready: float) -> list[str]:
             f" {'ok' if gap_ok else 'MISSED'}"
         )
         if "4 workers" in o.name and o.replace_times:
+            if o.ready_times:  # under load, as pyinit saw it: started -> READY=1
+                ready = statistics.median(o.ready_times)
             limit = 4 * ready + 1.0
             worst = max(o.replace_times)
             verdict = "ok" if worst <= limit else "MISSED"
             lines.append(
-                f"{o.name}: slowest deploy {worst:.2f} s (target 4 x {ready:.2f} + 1 ="
-                f" {limit:.2f} s): {verdict}"
+                f"{o.name}: slowest deploy {worst:.2f} s (target 4 x ready time {ready:.2f} + 1"
+                f" = {limit:.2f} s): {verdict}"
             )
     return lines
 
