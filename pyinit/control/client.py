@@ -242,10 +242,10 @@ def main_ctl(argv: list[str], environ: Mapping[str, str]) -> int:
         sys.stdout.write(f"{'ready' if ready else 'not ready'}: {detail}\n")
         return 0 if ready else 1
     sys.stdout.write(f"{result}\n")
-    return _follow(result, path, environ) if wait else 0
+    return _follow(verb, result, path, environ) if wait else 0
 
 
-def _follow(reply: object, path: str, environ: Mapping[str, str]) -> int:
+def _follow(verb: str, reply: object, path: str, environ: Mapping[str, str]) -> int:
     """A rolling replacement was started: wait for its outcome (control/follow.py)."""
     from pyinit.control.follow import follow, rollout_number
     from pyinit.core.logs import fatal
@@ -255,7 +255,7 @@ def _follow(reply: object, path: str, environ: Mapping[str, str]) -> int:
         return 0
     sys.stdout.flush()
     try:
-        ok, lines = follow(number, lambda: _request_somewhere(path, environ, "status", []))
+        ok, lines = follow(number, verb, lambda: _request_somewhere(path, environ, "status", []))
     except ClientError as error:
         fatal(str(error))
         return 1

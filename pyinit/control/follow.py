@@ -33,11 +33,12 @@ def rollout_number(reply: object) -> int | None:
 
 def follow(
     number: int,
+    verb: str,
     status: Callable[[], object],
     limit: float = WAIT_LIMIT,
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[bool, list[str]]:
-    """Wait for rollout `number`: (every service done, one line per service)."""
+    """Wait for rollout `number` that `verb` began: (every service done, one line each)."""
     deadline = time.monotonic() + limit
     while True:
         states = _states(status(), number)
@@ -45,7 +46,7 @@ def follow(
         if not pending:
             failed = [name for name, (state, _) in states.items() if state == "failed"]
             lines = [
-                f"reload failed: {name}: {detail}" if state == "failed" else f"{name}: {detail}"
+                f"{verb} failed: {name}: {detail}" if state == "failed" else f"{name}: {detail}"
                 for name, (state, detail) in states.items()
             ]
             return not failed, lines

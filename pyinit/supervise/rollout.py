@@ -317,7 +317,7 @@ class Rollouts:
             event="reload_failed",
         )
         if supervisor.upstream is not None:
-            supervisor.upstream.status(f"reload failed: {unit.name}: {why}")
+            supervisor.upstream.status(f"{what} failed: {unit.name}: {why}")
         supervisor.reconcile()
 
     def _keep_what_runs(self, unit: Unit, why: str) -> None:
@@ -372,5 +372,5 @@ class Rollouts:
             elif rollout.state is RolloutState.WAITING:
                 notes.append(f"{unit.name} {rollout.detail}")
             elif rollout.state is RolloutState.FAILED and rollout.number == self.count:
-                notes.append(f"reload failed: {unit.name}: {rollout.detail}")
+                notes.append(f"{rollout.reason} failed: {unit.name}: {rollout.detail}")
         return "; ".join(notes)
