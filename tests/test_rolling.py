@@ -289,12 +289,20 @@ def test_a_deploy_that_never_gets_ready_leaves_the_old_workers_serving(
                 assert why in done.stderr, done.stderr
                 (line,) = wait_log(deployment.proc, f"web: reload failed: .*{why}")
                 assert "keeping the previous definition (2 worker(s) serving)" in line, line
-                status = upstream.wait_for("STATUS", after=sent, context=deployment.proc.describe)
-                failed = [s for s in upstream.statuses() if s.startswith("reload failed: web")]
-                assert failed, (status, upstream.statuses())
-                # READY=1 again right after RELOADING=1: the old workers never stopped.
-                ready = upstream.wait_for("READY", "1", after=sent)
-                assert ready.time < time.monotonic()
+                failed = wait_until(
+                    lambda sent=sent: [
+                        m
+                        for m in upstream.with_field("STATUS")
+                        if m.time >= sent and m.fields["STATUS"].startswith("reload failed: web")
+                    ],
+                    5,
+                    lambda: f"STATUS=reload failed: web upstream; got {upstream.statuses()}",
+                )
+                # READY=1 again right after RELOADING=1, while the new worker was
+                # still on trial: the old workers never stopped serving.
+                reloading = upstream.wait_for("RELOADING", "1", after=sent)
+                ready = upstream.wait_for("READY", "1", after=reloading.time)
+                assert ready.time <= failed[0].time, (ready, failed[0])
                 assert deployment.serving_pids("web") == old
             stays_true(
                 lambda: deployment.serving_pids("web") == old,
