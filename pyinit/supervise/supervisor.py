@@ -1,8 +1,9 @@
 """Services mode: start, watch, restart and stop many services.
 
-The I/O half of the policy in `unit.py`: it spawns workers, reads their
-deaths from the reaper, arms timers on the loop, and sends signals. Every
-event reaches it from the loop, through these doors:
+With starter.py and exits.py, the I/O half of the policy in `unit.py`: it
+spawns workers, reads their deaths from the reaper, arms timers on the
+loop, and sends signals. Every event reaches it from the loop, through
+these doors:
 
     on_signals(bytes)   signals read from the wakeup pipe (SIGCHLD -> reap,
                         TERM/INT/QUIT -> shutdown, HUP -> reload)
@@ -42,11 +43,12 @@ descendant left (orphans included) is stopped the same way, so nothing
 outlives pyinit. A backstop timer past that deadline ends the shutdown
 even if a bug left it waiting.
 
-Spawning (starter.py) uses subprocess.Popen (user, group, cwd need it), but the Popen
-objects are never waited on: once anything calls waitpid(-1), Popen's own
-wait()/poll() report wrong statuses, and a Popen dropped while its child
-runs would reap it behind the reaper's back. So each is kept until the
-reaper hands back its status, which is then written into it.
+Spawning (starter.py) uses subprocess.Popen (user, group, cwd need it),
+but the Popen objects are never waited on: once anything calls
+waitpid(-1), Popen's own wait()/poll() report wrong statuses, and a Popen
+dropped while its child runs would reap it behind the reaper's back. So
+each is kept until the reaper (exits.py) hands back its status, which is
+then written into it.
 """
 
 from __future__ import annotations
