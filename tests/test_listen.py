@@ -13,12 +13,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import installed_pyinit
+from conftest import REPO_ROOT, installed_pyinit
 from support.helpers import (
     INSTALLED_ONLY,
     PID1_ONLY,
@@ -41,9 +42,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def ask(port: int, timeout: float = 5.0) -> dict[str, object]:
-    """Connect, read the one JSON line listen_app.py answers."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+def ask(port: int | str, timeout: float = 5.0) -> dict[str, object]:
+    """Connect (a TCP port on 127.0.0.1, or a unix socket path), read the JSON line."""
+    if isinstance(port, str):
+        conn = socket.socket(socket.AF_UNIX)
+        conn.settimeout(timeout)
+        conn.connect(port)
+    else:
+        conn = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    with conn:
         data = b""
         while not data.endswith(b"\n"):
             chunk = conn.recv(65536)
@@ -53,11 +60,20 @@ def ask(port: int, timeout: float = 5.0) -> dict[str, object]:
     return json.loads(data)
 
 
-def answers(port: int) -> dict[str, object] | None:
+def answers(port: int | str) -> dict[str, object] | None:
     """ask(), or None while nothing answers yet."""
     try:
         return ask(port, timeout=1.0)
     except (OSError, ValueError):
+        return None
+
+
+def http_get(port: int) -> dict[str, object] | None:
+    """GET / from listen_app.HttpService: its JSON, or None while nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
+    except OSError:
         return None
 
 
@@ -184,15 +200,7 @@ def test_a_python_service_serves_http_on_its_socket(
         },
     )
     proc, _ = start(start_init, pyinit_argv, as_pid1, tmp_path, config)
-
-    def get() -> dict[str, object] | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
-                return json.loads(response.read())
-        except OSError:
-            return None
-
-    got = wait_until(get, 20, lambda: f"an HTTP answer ({proc.describe()})")
+    got = wait_until(lambda: http_get(port), 20, lambda: f"an HTTP answer ({proc.describe()})")
     assert got["worker"] == 0 and got["count"] == 1, got
     assert got["listen_pid"] == str(got["pid"]) and got["listen_fdnames"] == "api", got
     proc.send(signal.SIGTERM)
@@ -270,6 +278,7 @@ def test_bad_listen_entries_are_configuration_errors(
         "web[listen_mode=0660]: true": "needs a unix socket in listen",
         "web[listen=unix:/tmp/x.sock, listen_mode=999]: true": "octal",
         "web[reload_to=all]: true": "one of main, group",
+        "web[listen=tcp:8000, ready=tcp:8000]: true": "a tcp check of it always passes",
     }
     for services, message in cases.items():
         done = subprocess.run(
@@ -401,3 +410,166 @@ def test_reload_signal_goes_to_the_main_process_unless_reload_to_is_group(
     )
     proc.send(signal.SIGTERM)
     assert proc.wait(10) == 0
+
+
+@INSTALLED_ONLY
+@PID1_ONLY
+def test_unix_and_udp_sockets_with_mode_and_owner(
+    pyinit_argv: list[str], as_pid1: list[str], start_init: StartInit, tmp_path: Path
+) -> None:
+    """The socket file gets its mode and owner; a stale one is replaced; a udp
+    socket is handed over too; the file is removed when pyinit exits."""
+    path = tmp_path / "run" / "app.sock"
+    path.parent.mkdir()
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(path))  # left by a server that is gone: nobody listens
+    udp_port = free_port()
+    config = write_toml(
+        tmp_path / "pyinit.toml",
+        {
+            "web": {
+                "cmd": app(),
+                "listen": [f"unix:{path}", f"udp:127.0.0.1:{udp_port}"],
+                "listen_mode": "0660",
+                "listen_owner": "nobody",
+            },
+        },
+    )
+    proc, _ = start(start_init, pyinit_argv, as_pid1, tmp_path, config)
+    got = wait_until(lambda: answers(str(path)), 15, lambda: f"an answer ({proc.describe()})")
+    assert got["listen_fds"] == "2" and got["fds"] == [0, 1, 2, 3, 4], got
+    info = path.stat()
+    assert oct(info.st_mode & 0o777) == oct(0o660) and info.st_uid == 65534
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(5)
+        client.sendto(b"hello", ("127.0.0.1", udp_port))
+        data, _ = client.recvfrom(65536)
+    assert json.loads(data)["sockname"] == str(("127.0.0.1", udp_port))
+    proc.send(signal.SIGTERM)
+    assert proc.wait(10) == 0
+    assert not path.exists(), "pyinit removes the socket file it created"
+
+    path.write_text("not a socket")
+    proc = start_init([*pyinit_argv, "--config", str(config)], prefix=as_pid1, env=services_env())
+    assert proc.wait(10) == 2
+    assert proc.stderr_lines() == [
+        f"pyinit: error: web: cannot listen on unix:{path}: {path} exists and is not a socket"
+    ]
+    assert path.read_text() == "not a socket", "a file that is not a socket is never removed"
+
+
+@INSTALLED_ONLY
+@PID1_ONLY
+def test_service_manager_workers_forked_from_a_listen_service_serve_on_its_socket(
+    pyinit_argv: list[str], as_pid1: list[str], start_init: StartInit, tmp_path: Path
+) -> None:
+    """A ServiceManager app as a command service: each forked worker's
+    `self.sockets` is the manager's socket from pyinit, LISTEN_PID its own pid."""
+    port = free_port()
+    config = write_toml(
+        tmp_path / "pyinit.toml",
+        {
+            "app": {
+                "cmd": support_script("listen_manager.py"),
+                "listen": [f"tcp:127.0.0.1:{port}"],
+                "env": {"PYTHONPATH": os.pathsep.join([str(SUPPORT_DIR), str(REPO_ROOT)])},
+            }
+        },
+    )
+    proc, _ = start(start_init, pyinit_argv, as_pid1, tmp_path, config)
+    seen: dict[int, dict[str, object]] = {}
+
+    def both_workers() -> bool:
+        got = http_get(port)
+        if got is not None:
+            seen[int(got["worker"])] = got  # type: ignore[call-overload]
+        return set(seen) == {0, 1}
+
+    wait_until(both_workers, 20, lambda: f"both workers answering, saw {seen} ({proc.describe()})")
+    for got in seen.values():
+        assert got["listen_pid"] == str(got["pid"]) and got["count"] == 1, got
+    assert seen[0]["pid"] != seen[1]["pid"]
+
+
+@INSTALLED_ONLY
+@PID1_ONLY
+def test_gunicorn_serves_on_the_socket_and_reloads_gracefully_on_sighup(
+    pyinit_argv: list[str], as_pid1: list[str], start_init: StartInit, tmp_path: Path
+) -> None:
+    """gunicorn takes LISTEN_FDS (no --bind: LISTEN_PID must be the master's own
+    pid, or gunicorn ignores them and binds its default :8000); a SIGHUP reload reaches
+    its master (reload_to = "main", the default), which replaces its 2 workers
+    gracefully: clients making new connections meanwhile see no failure."""
+    pytest.importorskip("gunicorn")
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    port = free_port()
+    config = write_toml(
+        tmp_path / "pyinit.toml",
+        {
+            "web": {
+                "cmd": [gunicorn, "-w", "2", "--chdir", str(SUPPORT_DIR), "wsgi_app:app"],
+                "listen": [f"tcp:127.0.0.1:{port}"],
+            }
+        },
+    )
+    proc, ctl = start(start_init, pyinit_argv, as_pid1, tmp_path, config)
+
+    def pid_answering() -> int | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                return int(response.read().split()[1])
+        except OSError:
+            return None
+
+    wait_until(pid_answering, 20, lambda: f"gunicorn answering ({proc.describe()})")
+    master = ctl.row("web")["pid"]
+    failures: list[str] = []
+    served: list[int] = []
+    done = threading.Event()
+
+    def client() -> None:
+        while not done.is_set():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+                    served.append(int(response.read().split()[1]))
+            except OSError as error:
+                failures.append(repr(error))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(2):
+            before = set(served)
+            proc.send(signal.SIGHUP)
+            wait_until(lambda before=before: set(served[-20:]) - before, 20, "new gunicorn workers")
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(15)
+    assert not failures, failures[:5]
+    assert ctl.row("web")["pid"] == master, "the master was reloaded, not restarted"
+
+
+@INSTALLED_ONLY
+@PID1_ONLY
+def test_a_command_that_cannot_be_run_reads_as_an_exec_error(
+    pyinit_argv: list[str], as_pid1: list[str], start_init: StartInit, tmp_path: Path
+) -> None:
+    """Through the exec shim, "command not found" is still one line and status 127."""
+    config = write_toml(
+        tmp_path / "pyinit.toml",
+        {
+            "web": {
+                "cmd": ["no-such-command-xyz"],
+                "listen": [f"tcp:127.0.0.1:{free_port()}"],
+                "restart": "never",
+                "critical": True,
+            }
+        },
+    )
+    proc = start_init([*pyinit_argv, "--config", str(config)], prefix=as_pid1, env=services_env())
+    assert proc.wait(10) == 127
+    lines = proc.stderr_lines()
+    assert "pyinit: no-such-command-xyz: No such file or directory" in lines, lines
+    assert_no_traceback(lines)

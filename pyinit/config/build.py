@@ -72,6 +72,17 @@ def build_service(name: str, raw: Mapping[str, object], origin: str) -> ServiceS
     watchdog = convert.get(raw, "watchdog", convert.positive_duration, None)
     if watchdog is not None and ready.kind is not ReadinessKind.NOTIFY:
         raise Invalid(("watchdog",), 'needs ready = "notify" (WATCHDOG=1 comes over it)')
+    listen = _listen(raw)
+    if ready.kind is ReadinessKind.TCP and any(
+        a.kind == "tcp" and a.port == ready.port for a in listen
+    ):
+        # pyinit's own socket accepts the probe's connect() into its queue
+        # whether or not a worker serves it: the check would always pass.
+        raise Invalid(
+            ("ready",),
+            f"port {ready.port} is in listen, held by pyinit: a tcp check of it always"
+            ' passes; use ready = "notify" or an exec check',
+        )
     reload = convert.get(raw, "reload", convert.enum_of(ReloadMode), ReloadMode.SIGNAL)
     for key in ("reload_signal", "reload_to"):
         if key in raw and reload is not ReloadMode.SIGNAL:
@@ -102,7 +113,7 @@ def build_service(name: str, raw: Mapping[str, object], origin: str) -> ServiceS
         reload=reload,
         reload_signal=convert.get(raw, "reload_signal", convert.signal_number, int(signal.SIGHUP)),
         reload_to=convert.get(raw, "reload_to", convert.enum_of(ReloadTarget), ReloadTarget.MAIN),
-        listen=_listen(raw),
+        listen=listen,
         user=convert.get(raw, "user", convert.user, None),
         group=convert.get(raw, "group", convert.group, None),
         cwd=convert.get(raw, "cwd", convert.path, None),

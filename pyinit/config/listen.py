@@ -65,6 +65,15 @@ class ListenAddress:
         return ", ".join(parts)
 
 
+def describe_listen(addresses: tuple[ListenAddress, ...]) -> str:
+    """'tcp:0.0.0.0:8000 (fd 3), unix:/run/a.sock (fd 4, mode 0660)': what --check shows."""
+    parts = []
+    for fd, address in enumerate(addresses, 3):
+        details = address.details()
+        parts.append(f"{address.key} (fd {fd}{', ' + details if details else ''})")
+    return ", ".join(parts)
+
+
 def parse_listen(text: str) -> ListenAddress:
     """'tcp:8000' -> ListenAddress('tcp', '0.0.0.0', 8000); ValueError naming the problem."""
     kind, sep, rest = text.partition(":")
@@ -123,10 +132,14 @@ def listen_entries(value: object) -> tuple[ListenAddress, ...]:
 
 
 def parse_mode(value: object) -> int:
-    """'0660', '660' or TOML's 0o660 -> 0o660: the permission bits of a socket file."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777:
-        return value  # TOML 0o660; a decimal 660 is past 0o777 and refused below
-    text = value if isinstance(value, str) else str(value)[:20]
+    """'0660' or '660' -> 0o660: the permission bits of a socket file.
+
+    A string only: a TOML integer 660 is decimal, and 0o660 cannot be told
+    from 432, so a number would be read wrong one way or the other.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f'expected octal permission bits as a string, like "0660", got {value!r}')
+    text = value
     if not text or len(text) > 4 or any(c not in "01234567" for c in text):
         raise ValueError(f'expected octal permission bits like "0660", got {text[:20]!r}')
     return int(text, 8)

@@ -22,7 +22,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import NewType
 
-from pyinit.config.listen import ListenAddress
+from pyinit.config.listen import ListenAddress, describe_listen
 from pyinit.core.signals import signal_name
 
 ServiceName = NewType("ServiceName", str)
@@ -365,7 +365,7 @@ def _describe(spec: ServiceSpec, default_grace: float) -> list[str]:
     if spec.after:
         out.append(f"  after    {', '.join(spec.after)}")
     if spec.listen:
-        out.append(f"  listen   {_listen_text(spec.listen)}")
+        out.append(f"  listen   {describe_listen(spec.listen)}")
     if spec.schedule is not None:
         out.append(f"  when     {spec.schedule.describe()}")
     ready = spec.ready.describe()
@@ -391,15 +391,6 @@ def _describe(spec: ServiceSpec, default_grace: float) -> list[str]:
             reload += " to its process group"
     out.append(f"  reload   {reload}; output {spec.output.value}")
     return out
-
-
-def _listen_text(addresses: tuple[ListenAddress, ...]) -> str:
-    """'tcp:0.0.0.0:8000 (fd 3), unix:/run/a.sock (fd 4, mode 0660)': the fds a worker gets."""
-    parts = []
-    for fd, address in enumerate(addresses, 3):
-        details = address.details()
-        parts.append(f"{address.key} (fd {fd}{', ' + details if details else ''})")
-    return ", ".join(parts)
 
 
 def _restart_text(spec: ServiceSpec) -> str:

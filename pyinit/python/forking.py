@@ -121,6 +121,10 @@ def _child(
     for signum in manager_signals:
         signal.signal(signum, signal.SIG_DFL)
     manager_loop.close_after_fork()
+    if os.environ.get("LISTEN_PID") == str(manager_pid):
+        # The manager's sockets from pyinit (`listen`) are every worker's, as a
+        # gunicorn master's are its workers': listen_sockets() checks this pid.
+        os.environ["LISTEN_PID"] = str(os.getpid())
     for fd in manager_fds:
         try:
             os.close(fd)

@@ -1,7 +1,7 @@
 """Servers that take their socket from pyinit (tests/test_listen.py).
 
 As a command (`listen_app.py [--say TEXT] [--marker FILE] [--linger SECONDS]`):
-accepts on fds 3.. (stream) and answers each connection with one JSON line of
+accepts on fds 3.. and answers each connection (or datagram) with one JSON line of
 what it was given (its pid, LISTEN_*, uid, its open fds, the socket's
 address), then closes it. On SIGTERM it writes `--marker` (if given), stops
 accepting for `--linger` seconds (a slow shutdown, so a test can connect
@@ -78,10 +78,15 @@ def main() -> None:
     while True:
         ready, _, _ = select.select(sockets, [], [])
         state["busy"] = True
-        conn, _ = ready[0].accept()
-        with conn:
-            answer = dict(known, sockname=str(ready[0].getsockname()))
-            conn.sendall(json.dumps(answer).encode() + b"\n")
+        sock = ready[0]
+        answer = json.dumps(dict(known, sockname=str(sock.getsockname()))).encode() + b"\n"
+        if sock.type == socket.SOCK_DGRAM:
+            _, peer = sock.recvfrom(512)
+            sock.sendto(answer, peer)
+        else:
+            conn, _ = sock.accept()
+            with conn:
+                conn.sendall(answer)
         state["busy"] = False
         if state["stopping"]:
             leave()
