@@ -25,7 +25,6 @@ from pyinit.config.listen import DEFAULT_MODE, ListenAddress, listen_entries, pa
 from pyinit.config.model import (
     DEFAULT_READY_TIMEOUT,
     DEFAULT_RESTART_WINDOW,
-    DEFAULT_SETTLE,
     Backoff,
     OutputMode,
     Readiness,
@@ -46,6 +45,10 @@ SERVICE_KEYS = frozenset(
     " listen listen_mode listen_owner listen_group reload_to".split()
 )
 SETTINGS_KEYS = frozenset("grace log_format log_level ctl_socket health_port".split())
+#: Seconds a new worker must have run before it replaces an old one in a
+#: rolling deploy, unless it says READY=1 itself (ready = "notify"): a tcp or
+#: file check may be answered by the old workers, and none says nothing.
+DEFAULT_SETTLE = 1.0
 
 # -- the builders: a TOML-shaped table -> ServiceSpec, or [pyinit] -> Settings ------
 

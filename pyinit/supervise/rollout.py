@@ -1,11 +1,9 @@
 """Rolling replacement: new workers in, old workers out, without a moment of nobody serving.
 
-Issue 9. A reload that changes a service, `pyinit ctl restart`, and a
-`reload = "restart"` on SIGHUP all bump the unit's `generation`: its
-workers are then *stale*. With `strategy = "restart"` the reconcile step
-stops them and starts new ones (a gap, by design). With `strategy =
-"rolling"` it calls `Rollouts.step()`, which replaces them `max_surge` at a
-time:
+Issue 9. A reload that changes a service, `ctl restart` and `reload =
+"restart"` bump the unit's `generation`: its workers are then *stale*.
+`strategy = "restart"`: reconcile stops them and starts new ones (a gap).
+`strategy = "rolling"`: `step()` replaces them `max_surge` at a time:
 
     slot worker (old generation, RUNNING)
         -> a *surge* worker (same worker id, new generation) is started beside it
@@ -14,10 +12,10 @@ time:
            after its grace) and is forgotten once it exits
     no stale, surge or draining worker left -> the rollout is done
 
-Each step only records state and is driven by reconcile(), so a worker's
-exit, a readiness event, a timer or another reload in the middle all land
-in the same place: a newer reload simply makes the surge workers stale too
-(they are drained), and the slots go on to the newest definition.
+Each step only records state and is driven by reconcile(), so an exit, a
+readiness event, a timer or another reload in the middle all land in one
+place: a newer reload makes the surge workers stale too (they are drained),
+and the slots go on to the newest definition.
 
 Failure: a surge worker that exits, or is not ready within `ready_timeout`,
 fails the rollout. Its surge workers are drained, and the unit goes back to
@@ -28,10 +26,10 @@ kept. The old workers never stopped serving. The failure is logged, sent
 upstream as STATUS=, and shown in `ctl status`, where `pyinit ctl reload`
 reads it to exit non-zero.
 
-Why surge workers live beside the slots (`Unit.surge`, `Unit.draining`)
-and not in them: a worker id is stable across restarts (SPEC 3), so during
-a rollout two processes carry the same id, and everything keyed by the slot
-(scaling, the restart policy, `after`) must keep seeing the one serving.
+Surge and draining workers live beside the slots (`Unit.surge`,
+`Unit.draining`): during a rollout two processes carry one worker id
+(SPEC 3), and what is keyed by the slot (scaling, the restart policy,
+`after`) must keep seeing the one serving.
 """
 
 from __future__ import annotations
@@ -136,11 +134,36 @@ class Rollouts:
 
     # -- the reconcile step --------------------------------------------------------
 
+    def replace_stale(self, unit: Unit) -> bool:
+        """Workers of an older generation: rolled (`step`), or stopped to start
+        afresh (strategy restart). False while the new definition waits for
+        its `after` (item 3): until then nothing of the unit starts or stops."""
+        supervisor = self._supervisor
+        stale = [w for w in unit.workers.values() if is_stale(unit, w)]
+        if stale or unit.surge:
+            blockers = [
+                name
+                for name in unit.spec.after
+                if (dependency := supervisor.units.get(name)) is None
+                or not dependency.is_satisfied()
+                or self.replacing(dependency)
+            ]
+            if blockers:
+                self._wait_for(unit, blockers)
+                return False
+        if unit.spec.strategy is Strategy.ROLLING:
+            self.step(unit)
+            return True
+        for worker in stale:
+            if worker.state in _SERVING:
+                supervisor.stop_worker(worker, supervisor.stop_deadline(unit))
+        return True
+
     def replacing(self, unit: Unit) -> bool:
         """Is anything of `unit` being replaced (so what names it in `after` waits)?"""
         return bool(unit.surge) or any(is_stale(unit, w) for w in unit.workers.values())
 
-    def wait_for(self, unit: Unit, blockers: list[str]) -> None:
+    def _wait_for(self, unit: Unit, blockers: list[str]) -> None:
         """Stale workers whose new definition waits for `after` (item 3): nothing moves yet."""
         rollout = unit.rollout
         if rollout is not None and rollout.state in ACTIVE:

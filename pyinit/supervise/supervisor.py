@@ -58,7 +58,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from pyinit.config.model import ServiceSpec, Strategy, start_order
+from pyinit.config.model import ServiceSpec, start_order
 from pyinit.core import signals
 from pyinit.core.model import KILL_SETTLE_SECONDS
 from pyinit.core.notify import Upstream
@@ -68,7 +68,7 @@ from pyinit.supervise.listen import ListenError, Listeners
 from pyinit.supervise.periodic import cancel_schedule, schedule_next_run
 from pyinit.supervise.process import child_environment
 from pyinit.supervise.readiness import ReadinessWatch
-from pyinit.supervise.rollout import Rollouts, is_stale
+from pyinit.supervise.rollout import Rollouts
 from pyinit.supervise.shutdown import Shutdown
 from pyinit.supervise.starter import start_worker
 from pyinit.supervise.unit import Unit, Worker, WorkerState
@@ -224,8 +224,8 @@ class Supervisor:
             if not self._deps_met(unit):
                 return
             unit.started = True
-        if not self._replace_stale(unit):
-            return
+        if not self.rollouts.replace_stale(unit):
+            return  # its new definition waits for its `after` (rollout.py)
         if spec.schedule is not None:
             if unit.scheduled_generation != unit.generation:
                 cancel_schedule(unit)
@@ -236,31 +236,6 @@ class Supervisor:
         for worker in list(unit.workers.values()):
             if worker.state is WorkerState.STOPPED and worker.worker_id < spec.workers:
                 start_worker(self, worker)
-
-    def _replace_stale(self, unit: Unit) -> bool:
-        """Workers of an older generation (a reload changed the definition, a
-        restart): rolled (rollout.py) or stopped to start afresh. False while
-        the new definition waits for its `after` (issue 9 item 3): until
-        then nothing of the unit is started or stopped."""
-        stale = [w for w in unit.workers.values() if is_stale(unit, w)]
-        if stale or unit.surge:
-            blockers = [
-                name
-                for name in unit.spec.after
-                if (dependency := self.units.get(name)) is None
-                or not dependency.is_satisfied()
-                or self.rollouts.replacing(dependency)
-            ]
-            if blockers:
-                self.rollouts.wait_for(unit, blockers)
-                return False
-        if unit.spec.strategy is Strategy.ROLLING:
-            self.rollouts.step(unit)
-            return True
-        for worker in stale:
-            if worker.state in (WorkerState.STARTING, WorkerState.RUNNING):
-                self.stop_worker(worker, self.stop_deadline(unit))  # started afresh once stopped
-        return True
 
     def _hold_stopped(self, unit: Unit) -> None:
         """A disabled unit: nothing runs, nothing is due."""
