@@ -321,6 +321,71 @@ def test_a_deploy_that_never_gets_ready_leaves_the_old_workers_serving(
 
 
 @PID1_ONLY
+def test_a_deploy_failing_halfway_rolls_the_replaced_workers_back(
+    pyinit_argv: list[str], as_pid1: list[str], start_init: StartInit, tmp_path: Path
+) -> None:
+    """Worker 0 is replaced, the new worker 1 crashes: the deploy fails, and worker 0
+    goes back to the previous definition, one at a time again: all serve v0."""
+    port = free_port()
+    web: dict[str, object] = {
+        "cmd": APP,
+        "listen": [f"tcp:127.0.0.1:{port}"],
+        "workers": 3,
+        "ready": "notify",
+        "env": {"APP_VERSION": "v0"},
+    }
+    services = {"web": web}
+    deployment = Deployment(start_init, pyinit_argv, as_pid1, tmp_path, services)
+    load = LoadGenerator("127.0.0.1", port, threads=4).start()
+    try:
+        wait_version(load, "v0", 0, "first start")
+        before = {int(r["worker"]): int(r["pid"]) for r in deployment.rows("web")}
+        web["env"] = {"APP_VERSION": "v1", "APP_CRASH_WORKER": "1"}
+        deployment.write(services)
+        began = time.monotonic()
+        done = deployment.ctl("reload")
+        assert done.returncode == 1, done
+        assert "new worker web[1] exit status 1" in done.stderr, done.stderr
+        wait_version(load, "v1", began, "worker 0 replaced before worker 1 failed")
+        wait_log(deployment.proc, r"web: rolled back to the previous definition")
+        rows = deployment.rows("web")
+        after = {int(r["worker"]): int(r["pid"]) for r in rows}
+        assert len(rows) == 3 and all(r["state"] == "running" for r in rows), rows
+        assert after[1] == before[1] and after[2] == before[2], (before, after)
+        assert after[0] != before[0], "worker 0 was replaced, then rolled back afresh"
+        settled = time.monotonic()
+        load.wait_for_body(lambda _body: True, 5, since=settled + 0.3)
+        assert versions_after(load, settled + 0.3) == {"v0"}
+    finally:
+        check_tally(load, deployment)
+
+
+@PID1_ONLY
+def test_max_surge_starts_that_many_new_workers_at_once(
+    pyinit_argv: list[str], as_pid1: list[str], start_init: StartInit, tmp_path: Path
+) -> None:
+    events = Events(tmp_path / "events")
+    services = {
+        "pool": {
+            "cmd": svc_argv(events.path, "pool"),
+            "workers": 4,
+            "strategy": "rolling",
+            "max_surge": 2,
+            "settle": "600ms",
+        }
+    }
+    deployment = Deployment(start_init, pyinit_argv, as_pid1, tmp_path, services)
+    events.context = deployment.proc.describe
+    events.wait_starts("pool", 4)
+    deployment.ok("restart", "pool")
+    new = sorted(e.time for e in events.starts("pool")[4:])
+    assert len(new) == 4, events.all()
+    assert new[1] - new[0] < 0.4, f"two new workers start together: {new}"
+    assert new[2] - new[1] >= 0.5, f"the next two once the first two settled: {new}"
+    assert new[3] - new[2] < 0.4, f"and together: {new}"
+
+
+@PID1_ONLY
 @pytest.mark.parametrize("strategy", ["rolling", "restart"])
 def test_a_reload_that_changes_after_waits_for_the_new_dependency(
     pyinit_argv: list[str],

@@ -9,6 +9,7 @@ Behaviour comes from the environment, which a reload changes:
   APP_VERSION   what to answer (default "v0")
   APP_STARTUP   seconds to wait before serving and sending READY=1 (default 0)
   APP_MODE      serve (default); hang: never serve nor get ready; crash: exit 1 at once
+  APP_CRASH_WORKER  crash (as APP_MODE=crash) only in the worker with this PYINIT_WORKER_ID
 
 READY=1 goes to $NOTIFY_SOCKET, if set, once it is about to accept.
 SIGTERM: the request in hand is finished, nothing more is accepted, exit 0:
@@ -74,6 +75,8 @@ def main() -> int:
     parser.add_argument("--fd", type=int)
     args = parser.parse_args()
     mode = os.environ.get("APP_MODE", "serve")
+    if os.environ.get("APP_CRASH_WORKER", "-") == os.environ.get("PYINIT_WORKER_ID"):
+        mode = "crash"
     if mode == "crash":
         return 1
     stopping = []
