@@ -43,6 +43,8 @@ def follow(
     while True:
         states = _states(status(), number)
         pending = [name for name, (state, _) in states.items() if state in ("waiting", "rolling")]
+        if not states:  # every service it touched was taken over by a newer rollout
+            return True, [f"rollout {number} was superseded by a newer reload or restart"]
         if not pending:
             failed = [name for name, (state, _) in states.items() if state == "failed"]
             lines = [
