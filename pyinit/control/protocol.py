@@ -22,7 +22,8 @@ socket, one request per connection:
                            A rolling replacement's message ends "(rollout N)"; its
                            outcome is the `rollout` field of the status rows:
                            {number, state (waiting|rolling|done|failed), replaced,
-                           total, detail}, or null
+                           total, detail}, or null; `role` is "new" for a rollout's
+                           worker not yet in its slot, "old" for one it replaced
     signal   NAME SIG      a message; SIG is a name (TERM, SIGHUP) or a number
     reload   -             a message; a refused reload (invalid file, the old
                            configuration still running) is an error reply

@@ -37,6 +37,8 @@ class Controls:
         rows: list[dict[str, object]] = []
         for unit in [*supervisor.units.values(), *supervisor.retiring]:
             rollout = unit.rollout.row() if unit.rollout is not None else None
+            roles = {id(w): "new" for w in unit.surge.values()}
+            roles.update({id(w): "old" for w in unit.draining})
             for worker in unit.all_workers():
                 alive = worker.state in ALIVE
                 rows.append(
@@ -51,6 +53,7 @@ class Controls:
                         "last_exit": worker.last_exit.describe() if worker.last_exit else None,
                         "status": worker.status_text,
                         "rollout": rollout,
+                        "role": roles.get(id(worker)),  # a rollout's new or old worker
                     }
                 )
         return rows
