@@ -17,7 +17,8 @@ This module keeps the state and the one decision loop; the jobs around it
 live beside it, each in its module: starting a worker (starter.py), what a
 death means (exits.py), periodic runs (periodic.py), readiness
 (readiness.py), reload (reconfigure.py), the stop sequence (shutdown.py),
-the ctl verbs (verbs.py) and the sockets (endpoints.py).
+the ctl verbs (verbs.py), the sockets (endpoints.py) and the replacement
+of workers a reload or restart made stale, rolling or not (rollout.py).
 
 Design: desired state and one reconcile step
 ---------------------------------------------
