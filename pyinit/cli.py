@@ -317,7 +317,7 @@ def _variable_source(opt: Opt) -> Callable[[str], str]:
 def check(options: Options) -> int:
     """`pyinit --check`: validate the services configuration, print the plan."""
     from pyinit.config import ConfigError, load
-    from pyinit.config.model import format_plan
+    from pyinit.config.plan_text import format_plan
     from pyinit.core.logs import fatal
     from pyinit.python.imports import first_import_error
 

@@ -30,10 +30,10 @@ from pyinit.config.model import (
     backoff_delay,
     check_cron,
     find_cycle,
-    format_plan,
     next_cron_time,
     start_order,
 )
+from pyinit.config.plan_text import format_plan
 
 PATH = "/etc/pyinit.toml"
 SOME_USER = pwd.getpwuid(0).pw_name  # exists wherever the tests run

@@ -35,16 +35,21 @@ from pyinit.config.model import (
     Schedule,
     ServiceSpec,
     Settings,
+    Strategy,
 )
 from pyinit.core.logs import FORMATS as LOG_FORMATS
 
 SERVICE_KEYS = frozenset(
     "cmd class workers args kwargs after ready ready_timeout watchdog restart backoff"
     " max_restarts restart_window grace stop_signal reload reload_signal user group cwd env"
-    " output critical oneshot every cron run_on_start"
+    " output critical oneshot every cron run_on_start strategy max_surge settle"
     " listen listen_mode listen_owner listen_group reload_to".split()
 )
 SETTINGS_KEYS = frozenset("grace log_format log_level ctl_socket health_port".split())
+#: Seconds a new worker must have run before it replaces an old one in a
+#: rolling deploy, unless it says READY=1 itself (ready = "notify"): a tcp or
+#: file check may be answered by the old workers, and none says nothing.
+DEFAULT_SETTLE = 1.0
 
 # -- the builders: a TOML-shaped table -> ServiceSpec, or [pyinit] -> Settings ------
 
@@ -86,6 +91,7 @@ def build_service(name: str, raw: Mapping[str, object], origin: str) -> ServiceS
     for key in ("reload_signal", "reload_to"):
         if key in raw and reload is not ReloadMode.SIGNAL:
             raise Invalid((key,), f'needs reload = "signal", not {reload.value!r}')
+    strategy, max_surge, settle = _deploy(raw, single, kind, ready)
     if py_class is None and ("args" in raw or "kwargs" in raw):
         key = "args" if "args" in raw else "kwargs"
         raise Invalid((key,), "applies only to class services; put a command's arguments in cmd")
@@ -120,8 +126,38 @@ def build_service(name: str, raw: Mapping[str, object], origin: str) -> ServiceS
         critical=convert.get(raw, "critical", convert.boolean, False),
         oneshot=oneshot,
         schedule=schedule,
+        strategy=strategy,
+        max_surge=max_surge,
+        settle=settle,
         origin=origin,
     )
+
+
+def _deploy(
+    raw: Mapping[str, object], single: bool, kind: str, ready: Readiness
+) -> tuple[Strategy, int, float]:
+    """strategy, max_surge, settle (issue 9).
+
+    Rolling is the default where pyinit knows it works: a service whose
+    sockets pyinit holds (`listen`), since old and new workers then share
+    them. Without them pyinit cannot tell a worker that binds its own port
+    (a second copy fails with EADDRINUSE) or must run alone from one that
+    may overlap, so the default stays restart and `strategy = "rolling"`
+    says so. A oneshot or periodic job has nothing to keep serving.
+    """
+    strategy = convert.get(raw, "strategy", convert.enum_of(Strategy), None)
+    if strategy is Strategy.ROLLING and single:
+        raise Invalid(("strategy",), f"{kind} cannot roll: it is not serving anything")
+    if strategy is None:
+        strategy = Strategy.ROLLING if raw.get("listen") and not single else Strategy.RESTART
+    for key in ("max_surge", "settle"):
+        if key in raw and strategy is not Strategy.ROLLING:
+            raise Invalid((key,), 'needs strategy = "rolling"')
+    max_surge = convert.get(raw, "max_surge", convert.count_up_to(MAX_WORKERS), 1)
+    if max_surge < 1:
+        raise Invalid(("max_surge",), "must be 1 or more (new workers started at a time)")
+    default_settle = 0.0 if ready.kind is ReadinessKind.NOTIFY else DEFAULT_SETTLE
+    return strategy, max_surge, convert.get(raw, "settle", convert.duration, default_settle)
 
 
 def _target(raw: Mapping[str, object]) -> tuple[tuple[str, ...] | None, str | None]:

@@ -167,7 +167,7 @@ def _parse_target(target: str, source: _EntrySource) -> dict[str, object]:
 
 
 # Option value kinds in the compact form: how its text becomes a TOML-shaped value.
-_INT_OPTIONS = frozenset(("workers", "max_restarts"))
+_INT_OPTIONS = frozenset(("workers", "max_restarts", "max_surge"))
 _BOOL_OPTIONS = frozenset(("critical", "oneshot", "run_on_start"))
 _TOML_ONLY = frozenset(("env", "backoff", "args", "kwargs"))
 _LIST_OPTIONS = frozenset(("after", "listen"))  # `+` between items: after=a+b

@@ -28,6 +28,7 @@ from pyinit.config.model import (
     ReloadMode,
     ReloadTarget,
     RestartPolicy,
+    Strategy,
     check_cron,
 )
 from pyinit.core.values import MAX_DIGITS, is_digits, parse_seconds, parse_signal, read_digits
@@ -163,7 +164,7 @@ def choice(*choices: str) -> Callable[[object], str]:
     return convert
 
 
-E = TypeVar("E", RestartPolicy, OutputMode, ReloadMode, ReloadTarget)
+E = TypeVar("E", RestartPolicy, OutputMode, ReloadMode, ReloadTarget, Strategy)
 
 
 def enum_of(kind: type[E]) -> Callable[[object], E]:

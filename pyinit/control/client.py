@@ -28,6 +28,7 @@ import time
 from typing import TYPE_CHECKING
 
 from pyinit.control.protocol import (
+    ALL_SERVICES,
     RUN_DIR,
     TMP_DIR,
     USAGE,
@@ -215,6 +216,10 @@ def main_ctl(argv: list[str], environ: Mapping[str, str]) -> int:
     as_json = verb == "status" and args == ["--json"]
     if as_json:
         args = []
+    wait = verb in ("reload", "restart") and "--no-wait" not in args
+    args = [arg for arg in args if arg != "--no-wait"] if verb in ("reload", "restart") else args
+    if verb == "restart" and args == ["--all"]:
+        args = [ALL_SERVICES]
     try:
         check_arguments(verb, args)
         if verb == "signal":
@@ -237,7 +242,29 @@ def main_ctl(argv: list[str], environ: Mapping[str, str]) -> int:
         sys.stdout.write(f"{'ready' if ready else 'not ready'}: {detail}\n")
         return 0 if ready else 1
     sys.stdout.write(f"{result}\n")
-    return 0
+    return _follow(verb, result, path, environ) if wait else 0
+
+
+def _follow(verb: str, reply: object, path: str, environ: Mapping[str, str]) -> int:
+    """A rolling replacement was started: wait for its outcome (control/follow.py)."""
+    from pyinit.control.follow import follow, rollout_number
+    from pyinit.core.logs import fatal
+
+    number = rollout_number(reply)
+    if number is None:
+        return 0
+    sys.stdout.flush()
+    try:
+        ok, lines = follow(number, verb, lambda: _request_somewhere(path, environ, "status", []))
+    except ClientError as error:
+        fatal(str(error))
+        return 1
+    for line in lines:
+        if ok:
+            sys.stdout.write(line + "\n")
+        else:
+            fatal(line)
+    return 0 if ok else 1
 
 
 def format_status(rows: list[dict[str, object]]) -> str:

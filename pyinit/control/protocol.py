@@ -18,7 +18,12 @@ socket, one request per connection:
                              rss in bytes and cpu in CPU seconds (user + system)
                              of the worker's own process, or null
     ready    -             {"ready": bool, "detail": "2/3 workers ready; ..."}
-    start, stop, restart   NAME        a message (str)
+    start, stop, restart   NAME        a message (str); `restart *` restarts every service.
+                           A rolling replacement's message ends "(rollout N)"; its
+                           outcome is the `rollout` field of the status rows:
+                           {number, state (waiting|rolling|done|failed), replaced,
+                           total, detail}, or null; `role` is "new" for a rollout's
+                           worker not yet in its slot, "old" for one it replaced
     signal   NAME SIG      a message; SIG is a name (TERM, SIGHUP) or a number
     reload   -             a message; a refused reload (invalid file, the old
                            configuration still running) is an error reply
@@ -55,6 +60,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 REQUEST_LIMIT = 64 * 1024  # bytes of one ctl request
+ALL_SERVICES = "*"  # `restart --all` on the wire: no service can be named "*"
 RUN_DIR = "/run"
 TMP_DIR = "/tmp"
 SOCKET_NAME = "ctl.sock"
@@ -84,12 +90,18 @@ USAGE: dict[str, tuple[str, str]] = {
         "stop NAME",
         "Stop the service gracefully (its stop signal, SIGKILL after its grace).",
     ),
-    "restart": ("restart NAME", "Stop the service gracefully, then start it again."),
+    "restart": (
+        "restart NAME|--all [--no-wait]",
+        "Replace its workers (rolling: new ones ready first), then wait for the outcome.",
+    ),
     "signal": (
         "signal NAME SIG",
         "Send SIG (TERM, SIGHUP, 10, ...) to each worker's process group.",
     ),
-    "reload": ("reload", "Re-read the configuration and apply it, as SIGHUP does."),
+    "reload": (
+        "reload [--no-wait]",
+        "Re-read the configuration and apply it, as SIGHUP does; wait for rolling services.",
+    ),
 }
 
 

@@ -76,6 +76,8 @@ def on_exit(supervisor: Supervisor, worker: Worker, status: ExitStatus) -> None:
     supervisor.run_hooks("dead_worker", unit.name, worker.worker_id, status.shell_code)
     failing, worker.failing = worker.failing, False
     clean_restart, worker.restart_on_clean_exit = worker.restart_on_clean_exit, False
+    if supervisor.rollouts.on_exit(worker, status):
+        return  # a new worker of a rollout, or an old one it replaced (rollout.py)
     if unit.main:
         worker.state = WorkerState.EXITED
         code = status.shell_code
@@ -99,6 +101,8 @@ def on_spawn_failed(supervisor: Supervisor, worker: Worker, status: ExitStatus) 
     if worker.unit.main:
         worker.state = WorkerState.EXITED
         supervisor.shutdown(status.shell_code)
+        return
+    if supervisor.rollouts.on_exit(worker, status):
         return
     if supervisor.shutting_down:
         worker.state = WorkerState.STOPPED

@@ -8,7 +8,9 @@ worker is not ready, so nothing polls once it is. `ready_timeout` and
 `watchdog` turn silence into a failure, which the restart policy handles.
 
 Upstream (systemd, podman) hears STATUS=N/M on every change and READY=1
-once every unit is satisfied, again after each reload.
+once every unit is satisfied, again after each reload. A rolling deploy
+keeps the old workers in their slots until the new ones are ready, so
+READY=1 holds through it; STATUS= says what it is doing (rollout.py).
 """
 
 from __future__ import annotations
@@ -104,6 +106,9 @@ class ReadinessWatch:
         units = list(supervisor.units.values())
         ready = sum(1 for unit in units if unit.is_satisfied())
         text = f"{ready}/{len(units)} services ready"
+        rollouts = supervisor.rollouts.describe()  # what a deploy is doing, or why it failed
+        if rollouts:
+            text += f"; {rollouts}"
         upstream = supervisor.upstream
         if upstream is not None:
             if text != self._status_text:
@@ -123,8 +128,9 @@ class ReadinessWatch:
         worker.ready_timer = None
         if worker.state is not WorkerState.STARTING:
             return
-        timeout = worker.unit.spec.ready_timeout
-        self._fail(worker, f"not ready within {timeout:g} s", "ready_timeout")
+        why = f"not ready within {worker.unit.spec.ready_timeout:g} s"
+        if not self._supervisor.rollouts.not_ready(worker, why):  # a rollout's new worker
+            self._fail(worker, why, "ready_timeout")
 
     def _arm_watchdog(self, worker: Worker) -> None:
         if worker.watchdog_timer is not None:

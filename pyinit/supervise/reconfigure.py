@@ -15,6 +15,8 @@ the supervisor's reconcile step then moves the workers towards it:
     removed    moved to `retiring`: stopped gracefully, never started again
     added      a new unit, started as soon as its `after` is met
     changed    the new spec and a new generation: its workers are replaced
+               (rolling: new ones ready first, rollout.py; the reply names
+               the rollout, which `pyinit ctl reload` follows)
     scaled     the new worker count: highest ids stop first, new ids start
     unchanged  their reload mode (reload_signal, Service.reload(), restart)
 
@@ -27,7 +29,7 @@ import os
 from typing import TYPE_CHECKING
 
 from pyinit.config import ConfigError, load
-from pyinit.config.model import ReloadMode, ReloadTarget, start_order
+from pyinit.config.model import ReloadMode, ReloadTarget, Strategy, start_order
 from pyinit.config.reload_plan import describe, keep_default_outputs, plan
 from pyinit.core import signals
 from pyinit.supervise.listen import ListenError
@@ -45,15 +47,21 @@ def reload(supervisor: Supervisor) -> str:
     if supervisor.upstream is not None:
         supervisor.upstream.reloading()
     supervisor.readiness.reloading()
+    number = supervisor.rollouts.next_number()
     try:
         if supervisor.config.path is None:
             supervisor.log.info("reloading services", event="reload")
             reload_units(supervisor, list(supervisor.units.values()))
-            return "reloaded"
-        return apply_new_config(supervisor)
+            summary = "reloaded"
+        else:
+            summary = apply_new_config(supervisor)
     finally:
         supervisor.run_hooks("reload")
         supervisor.reconcile()
+    rolling = supervisor.rollouts.pending(number)
+    if rolling:  # `pyinit ctl reload` follows it by this number (control/follow.py)
+        summary += f"; replacing {', '.join(rolling)} (rollout {number})"
+    return summary
 
 
 def reload_units(supervisor: Supervisor, units: list[Unit]) -> None:
@@ -61,6 +69,10 @@ def reload_units(supervisor: Supervisor, units: list[Unit]) -> None:
     for unit in units:
         mode = unit.spec.reload
         if unit.main or mode is ReloadMode.NONE:
+            continue
+        if mode is ReloadMode.RESTART and unit.spec.strategy is Strategy.ROLLING:
+            unit.renew()  # replaced one at a time, new ones ready first
+            supervisor.rollouts.begin(unit, "reload")
             continue
         for worker in unit.workers.values():
             if worker.state not in (WorkerState.STARTING, WorkerState.RUNNING):
@@ -105,11 +117,16 @@ def apply_new_config(supervisor: Supervisor) -> str:
         unit = units.pop(name, None)
         if unit is not None:
             unit.enabled = False
+            supervisor.rollouts.cancel(unit)
             supervisor.retiring.append(unit)
     for name in changes.changed:
         units[name].redefine(new.services[name])
+        supervisor.rollouts.begin(units[name], "reload")
     for name in changes.scaled:
-        units[name].spec = new.services[name]
+        unit = units[name]
+        unit.spec = new.services[name]
+        if unit.stable[1] == unit.generation:  # no rollout under way: the new count is good
+            unit.stable = (unit.spec, unit.generation)
 
     # The units in the new start order, the main command last.
     main = {name: unit for name, unit in units.items() if unit.main}

@@ -140,7 +140,7 @@ class Shutdown:
         if supervisor.loop.stopped:
             return
         units = [*supervisor.units.values(), *supervisor.retiring]
-        running = [w for u in units for w in u.workers.values() if w.state in ALIVE and w.pid]
+        running = [w for u in units for w in u.all_workers() if w.state in ALIVE and w.pid]
         if not running:
             return
         now = time.monotonic()

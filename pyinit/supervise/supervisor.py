@@ -17,7 +17,8 @@ This module keeps the state and the one decision loop; the jobs around it
 live beside it, each in its module: starting a worker (starter.py), what a
 death means (exits.py), periodic runs (periodic.py), readiness
 (readiness.py), reload (reconfigure.py), the stop sequence (shutdown.py),
-the ctl verbs (verbs.py) and the sockets (endpoints.py).
+the ctl verbs (verbs.py), the sockets (endpoints.py) and the replacement
+of workers a reload or restart made stale, rolling or not (rollout.py).
 
 Design: desired state and one reconcile step
 ---------------------------------------------
@@ -68,6 +69,7 @@ from pyinit.supervise.listen import ListenError, Listeners
 from pyinit.supervise.periodic import cancel_schedule, schedule_next_run
 from pyinit.supervise.process import child_environment
 from pyinit.supervise.readiness import ReadinessWatch
+from pyinit.supervise.rollout import Rollouts
 from pyinit.supervise.shutdown import Shutdown
 from pyinit.supervise.starter import start_worker
 from pyinit.supervise.unit import Unit, Worker, WorkerState
@@ -118,6 +120,7 @@ class Supervisor:
         if os.environ.get("NOTIFY_SOCKET"):
             self.upstream = Upstream.from_environ(os.environ)
         self.readiness = ReadinessWatch(self)
+        self.rollouts = Rollouts(self)  # rolling replacements (issue 9)
         self.downstream: Downstream | None = None  # pyinit's own notify socket
         self.servers: list[object] = []  # control socket, health port: closed at exit
         self.listeners = Listeners()  # the services' own sockets (`listen`), held by pyinit
@@ -192,9 +195,10 @@ class Supervisor:
     def _retire(self, unit: Unit) -> None:
         """A unit a reload removed: stop what still runs, then forget it."""
         cancel_schedule(unit)
+        self.rollouts.cancel(unit)
         for worker in list(unit.workers.values()):
             self._remove_worker(worker)
-        if not unit.workers:
+        if not unit.workers and not unit.draining:
             self.retiring.remove(unit)
 
     def _remove_worker(self, worker: Worker) -> None:
@@ -221,12 +225,8 @@ class Supervisor:
             if not self._deps_met(unit):
                 return
             unit.started = True
-        for worker in list(unit.workers.values()):
-            if worker.generation != unit.generation and worker.state in (
-                WorkerState.STARTING,
-                WorkerState.RUNNING,
-            ):
-                self.stop_worker(worker, self.stop_deadline(unit))  # replaced by a reload
+        if not self.rollouts.replace_stale(unit):
+            return  # its new definition waits for its `after` (rollout.py)
         if spec.schedule is not None:
             if unit.scheduled_generation != unit.generation:
                 cancel_schedule(unit)
@@ -241,6 +241,7 @@ class Supervisor:
     def _hold_stopped(self, unit: Unit) -> None:
         """A disabled unit: nothing runs, nothing is due."""
         cancel_schedule(unit)
+        self.rollouts.cancel(unit)
         unit.scheduled_generation = -1
         for worker in unit.workers.values():
             if worker.state in (WorkerState.STARTING, WorkerState.RUNNING):

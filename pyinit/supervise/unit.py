@@ -34,6 +34,7 @@ from pyinit.config.model import RestartPolicy, ServiceSpec, backoff_delay
 if TYPE_CHECKING:
     from pyinit.core.loop import Timer
     from pyinit.core.model import ExitStatus
+    from pyinit.supervise.rollout import Rollout
 
 
 class WorkerState(enum.Enum):
@@ -125,6 +126,13 @@ class Unit:
         self.started = False  # its `after` dependencies were met and it was started
         self.schedule_timer: Timer | None = None  # periodic: the next run
         self.scheduled_generation = -1  # the generation the timer was armed for
+        # Rolling replacement (rollout.py): new workers not yet in their slot,
+        # old ones out of it and stopping, the latest rollout, and the last
+        # definition fully rolled out (what a failed rollout goes back to).
+        self.surge: dict[int, Worker] = {}
+        self.draining: list[Worker] = []
+        self.rollout: Rollout | None = None
+        self.stable: tuple[ServiceSpec, int] = (spec, 0)
 
     @property
     def name(self) -> str:
@@ -140,8 +148,17 @@ class Unit:
             if worker.state in (WorkerState.FAILED, WorkerState.EXITED):
                 worker.state = WorkerState.STOPPED
 
+    def renew(self) -> None:
+        """`ctl restart` of a rolling unit: same definition, every worker replaced."""
+        self.generation += 1
+        self.restarts.clear()
+
+    def all_workers(self) -> list[Worker]:
+        """Slot workers, then those of a rollout beside them (rollout.py)."""
+        return [*self.workers.values(), *self.surge.values(), *self.draining]
+
     def alive_workers(self) -> list[Worker]:
-        return [w for w in self.workers.values() if w.state in ALIVE]
+        return [w for w in self.all_workers() if w.state in ALIVE]
 
     def is_satisfied(self) -> bool:
         """May services that name this one in `after` start now?

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from pyinit.config.model import Strategy
 from pyinit.core import signals
 from pyinit.supervise.unit import ALIVE, WorkerState
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from pyinit.supervise.unit import Unit
 
 _RUNNING = (WorkerState.STARTING, WorkerState.RUNNING)
+ALL = "*"  # `restart *`: every service (control.protocol.ALL_SERVICES; no service is "*")
 
 
 class Controls:
@@ -34,7 +36,10 @@ class Controls:
         now = time.monotonic()
         rows: list[dict[str, object]] = []
         for unit in [*supervisor.units.values(), *supervisor.retiring]:
-            for worker in list(unit.workers.values()):
+            rollout = unit.rollout.row() if unit.rollout is not None else None
+            roles = {id(w): "new" for w in unit.surge.values()}
+            roles.update({id(w): "old" for w in unit.draining})
+            for worker in unit.all_workers():
                 alive = worker.state in ALIVE
                 rows.append(
                     {
@@ -47,6 +52,8 @@ class Controls:
                         "restarts": worker.restarts,
                         "last_exit": worker.last_exit.describe() if worker.last_exit else None,
                         "status": worker.status_text,
+                        "rollout": rollout,
+                        "role": roles.get(id(worker)),  # a rollout's new or old worker
                     }
                 )
         return rows
@@ -74,18 +81,30 @@ class Controls:
         return f"{name}: stopping {stopping} worker(s)"
 
     def restart(self, name: str) -> str:
-        """`ctl restart NAME`: stop each worker and start it again, same ids."""
+        """`ctl restart NAME` (`*`: every service): each worker replaced, same
+        ids; rolling services one at a time, new workers ready first."""
         supervisor = self._supervisor
-        unit = self._unit(name)
+        units = [u for u in supervisor.units.values() if not u.main] if name == ALL else []
+        units = units or [self._unit(name)]
         if supervisor.shutting_down:
             return "shutting down: not restarting anything"
-        _enable(unit)
-        for worker in list(unit.workers.values()):
-            if worker.state in _RUNNING:
-                # STOPPED once it has exited, and then started by reconcile.
-                supervisor.stop_worker(worker, supervisor.stop_deadline(unit))
+        number = supervisor.rollouts.next_number()
+        for unit in units:
+            _enable(unit)
+            if unit.spec.strategy is Strategy.ROLLING:
+                unit.renew()  # every worker is now stale: reconcile rolls them
+                supervisor.rollouts.begin(unit, "restart")
+                continue
+            for worker in list(unit.workers.values()):
+                if worker.state in _RUNNING:
+                    # STOPPED once it has exited, and then started by reconcile.
+                    supervisor.stop_worker(worker, supervisor.stop_deadline(unit))
         supervisor.reconcile()
-        return f"{name}: restarting"
+        rolling = supervisor.rollouts.pending(number)
+        names = ", ".join(u.name for u in units) if name == ALL else name
+        if rolling:  # `pyinit ctl restart` follows it by this number (control/follow.py)
+            return f"{names}: restarting; replacing {', '.join(rolling)} (rollout {number})"
+        return f"{names}: restarting"
 
     def send_signal(self, name: str, signum: int) -> str:
         """`ctl signal NAME SIG`: to the process group of each of its workers."""
