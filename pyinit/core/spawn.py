@@ -1,30 +1,35 @@
-"""Starting COMMAND: fork + exec, and the 126/127 errors users expect.
+"""Starting COMMAND: vfork + exec, and the 126/127 errors users expect.
 
-Why fork + exec and not `posix_spawn` (issue 7, items 10 and 11):
+How: `_posixsubprocess.fork_exec`, the C half of `subprocess`, without
+`subprocess` itself (importing that costs ~9 ms: `locale`, `re`, `enum`).
+It uses vfork(): the child borrows pyinit's memory until it execs, so
+nothing is copied. A fork() of a 10 MiB Python process cost 1.5 ms from
+fork to the child's exec here, vfork 0.5 ms: a third of pyinit's start-up.
+Its child runs no Python: it blocks every signal around the vfork, resets
+each caught handler to the default, restores the signal mask pyinit had
+when it called (the one pyinit started with: see `_with_mask`), setsid()s,
+closes every descriptor but 0, 1 and 2 (SPEC 9, whatever the parent left
+without close-on-exec), and execs each PATH candidate in turn as execvp
+does. An exec failure comes back on a close-on-exec pipe as an errno, so
+"command not found" is an error here (127/126), not a child that exits 127.
+Its argument list is private but has been the same from 3.11 to 3.14; a
+Python where it is not falls back to the fork path below (TypeError is
+raised before anything is forked).
 
-* glibc's `posix_spawn` sets its internal signals 32 and 33 to SIG_IGN in
-  every child (they cannot be named in `setsigdef`), so each child started
-  that way has two signals ignored that its parent never ignored. tini forks.
-* Handing the terminal over (TIOCSCTTY, as dumb-init does) is a step
-  `posix_spawn` cannot take.
+Why not `posix_spawn` (issue 7, items 10 and 11): glibc's sets its
+internal signals 32 and 33 to SIG_IGN in every child (they cannot be named
+in `setsigdef`), so each child would start with two signals ignored that
+its parent never ignored. `fork_exec` resets handlers with raw sigaction.
 
-Why not `subprocess.Popen`: importing `subprocess` costs about 9 ms (it
-pulls in `locale`, `re`, `enum`), close to what the whole Python start-up
-costs, and it does not restore the signal mask.
-
-What runs between fork and exec is short and cannot reach pyinit's loop:
-every signal is blocked around the fork (so no handler runs in the child and
-no byte reaches pyinit's wakeup pipe from it), then the child sets up its
-session, takes the terminal, restores the mask pyinit started with and
-execs. Handlers pyinit installed are reset to the default by exec itself;
-signals that were ignored when pyinit started stay ignored. An exec failure
-travels back on a close-on-exec pipe as an errno, so "command not found" is
-an error here (127/126) and not a child that exits 127. Nothing returns from
-the child: `os._exit` in a `finally`.
-
-Every descriptor pyinit opens is close-on-exec (Python's default), and
-`runner` marks inherited ones close-on-exec at start, so children get stdin,
-stdout and stderr only.
+The fork path, for handing the terminal over (TIOCSCTTY, as dumb-init does,
+a step neither posix_spawn nor fork_exec can take) and as the fallback:
+every signal is blocked around the fork (so no handler runs in the child
+and no byte reaches pyinit's wakeup pipe from it), then the child sets up
+its session, takes the terminal, restores the mask pyinit started with,
+closes nothing (every descriptor pyinit holds is close-on-exec: `runner`)
+and execs. Nothing returns from the child: `os._exit` in a `finally`.
+Handlers pyinit installed are reset to the default by exec itself; signals
+that were ignored when pyinit started stay ignored, on both paths.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ from pyinit.core import signals
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
+    from typing import NoReturn
 
 #: Exit statuses for a command that could not be started, as shells and
 #: tini report them: 127 "not found", 126 "found but cannot run".
@@ -76,6 +82,10 @@ def spawn(
     with, nothing of pyinit's own set-up.
     """
     environ = os.environ if env is None else env
+    if not take_tty:
+        pid = _vfork_exec(argv, environ if env is not None else None, new_session)
+        if pid is not None:
+            return pid
     report_read, report_write = os.pipe2(os.O_CLOEXEC)
     everything = _signal.valid_signals()
     blocked = _signal.pthread_sigmask(_signal.SIG_BLOCK, everything)
@@ -91,12 +101,70 @@ def spawn(
     finally:
         os.close(report_read)
     if report:
-        # The child wrote its errno and exited 127: reap it here, the error
-        # is the news (the loop's reaper never sees this pid).
-        os.waitpid(pid, 0)
-        code = int(report)
-        raise SpawnError(argv[0], OSError(code, os.strerror(code)))
+        _failed(pid, argv[0], int(report))
     return pid
+
+
+def _vfork_exec(argv: list[str], env: Mapping[str, str] | None, new_session: bool) -> int | None:
+    """`fork_exec` (see the module docstring); None where this Python has none we know."""
+    try:
+        from _posixsubprocess import fork_exec as _fork_exec
+    except ImportError:
+        return None
+    search_env = os.environ if env is None else env
+    candidates = [os.fsencode(path) for path in _candidates(argv[0], search_env)]
+    env_list = None if env is None else [os.fsencode(f"{k}={v}") for k, v in env.items()]
+    report_read, report_write = os.pipe2(os.O_CLOEXEC)
+    # fork_exec hands the caller's signal mask to the child: make it the one
+    # pyinit started with (usually empty, as pyinit's own: then no syscall).
+    # A signal blocked meanwhile stays pending and is delivered right after.
+    mask = signals.original_mask
+    saved = _signal.pthread_sigmask(_signal.SIG_SETMASK, mask) if mask else None
+    fork_exec: Callable[..., int] = _fork_exec  # typeshed has cwd and preexec_fn never None
+    try:
+        pid = fork_exec(
+            argv, candidates, True, (report_write,), None, env_list,
+            -1, -1, -1, -1, -1, -1, report_read, report_write,
+            True, new_session, -1, None, None, None, -1, None, True,
+        )  # fmt: skip
+    except TypeError:
+        os.close(report_read)
+        return None  # another argument list: this Python's fork_exec is not the one we know
+    finally:
+        if saved is not None:
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, saved)
+        os.close(report_write)
+    try:
+        # vfork returned once the child exec'd or failed: EOF or the report, at once.
+        report = _read_all(report_read)
+    finally:
+        os.close(report_read)
+    if report:
+        # "OSError:<errno in hex>:[noexec]", or "SubprocessError:0:<text>".
+        kind, _, rest = report.partition(b":")
+        try:
+            code = int(rest.partition(b":")[0], 16) if kind == b"OSError" else errno.EINVAL
+        except ValueError:
+            code = errno.EINVAL
+        _failed(pid, argv[0], code or errno.EINVAL)
+    return pid
+
+
+def _failed(pid: int, command: str, code: int) -> NoReturn:
+    """The child reported errno `code` and exited: reap it here, the error is
+    the news (the loop's reaper never sees this pid)."""
+    os.waitpid(pid, 0)
+    raise SpawnError(command, OSError(code, os.strerror(code)))
+
+
+def _candidates(file: str, environ: Mapping[str, str]) -> list[str]:
+    """Where execvp(3) would look for `file`, in order."""
+    if "/" in file:
+        return [file]
+    return [
+        os.path.join(directory or ".", file)
+        for directory in environ.get("PATH", os.defpath).split(":")
+    ]
 
 
 def _child(
@@ -111,6 +179,9 @@ def _child(
             if take_tty:
                 _take_terminal()
         _signal.pthread_sigmask(_signal.SIG_SETMASK, signals.original_mask)
+        # Only 0, 1 and 2 for the child, as on the fork_exec path (SPEC 9).
+        os.closerange(3, report)
+        os.closerange(report + 1, max(report + 1, os.sysconf("SC_OPEN_MAX")))
         _exec_on_path(argv, environ)
     except OSError as error:
         code = error.errno or errno.EINVAL
@@ -125,18 +196,15 @@ def _exec_on_path(argv: list[str], environ: Mapping[str, str]) -> None:
     """execvp(3)'s search, without `os.execvpe`: that one imports `warnings`
     (for `os.get_exec_path`) in the child, ~0.7 ms before every COMMAND runs.
 
-    A name with a slash is run as it is; otherwise each PATH entry is tried
-    in order, going on past "not there" (ENOENT, ENOTDIR) and "not allowed"
-    (EACCES, reported if nothing else is found), as execvp does.
+    Each candidate is tried in order, going on past "not there" (ENOENT,
+    ENOTDIR) and "not allowed" (EACCES, reported if nothing else is found),
+    as execvp and fork_exec do.
     """
-    file = argv[0]
-    if "/" in file:
-        os.execve(file, argv, environ)
     denied: OSError | None = None
-    last: OSError = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), file)
-    for directory in environ.get("PATH", os.defpath).split(":"):
+    last: OSError = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
+    for path in _candidates(argv[0], environ):
         try:
-            os.execve(os.path.join(directory or ".", file), argv, environ)
+            os.execve(path, argv, environ)
         except (FileNotFoundError, NotADirectoryError) as error:
             last = error
         except PermissionError as error:
