@@ -14,4 +14,4 @@ _bootstrap.isolate()
 
 from pyinit.cli import main  # noqa: E402 - only after isolate() has cleaned sys.path
 
-sys.exit(main())
+_bootstrap.exit_now(main())

@@ -1,6 +1,7 @@
 """Only for the single-file pyz: keep the app's Python setup out of the init.
 
-Two jobs, both no-ops when pyinit runs from an installed package:
+Two jobs, both no-ops when pyinit runs from an installed package (and a
+third, `exit_now()`, for both):
 
 * `isolate()`: the pyz runs with whatever interpreter the image has, in the
   application's environment. A `PYTHONPATH=/app` holding a `logging/` or
@@ -31,6 +32,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from importlib.machinery import ModuleSpec
     from types import ModuleType
+    from typing import NoReturn
 
 
 def _archive() -> str | None:
@@ -95,3 +97,24 @@ def import_psutil() -> tuple[ModuleType | None, str]:
     except Exception as error:  # ImportError, OSError from the loader, ...
         return None, f"{type(error).__name__}: {error}"
     return psutil, "loaded from the pyz" if archive else "loaded"
+
+
+def exit_now(code: int) -> NoReturn:
+    """Exit with `code`, skipping the interpreter's teardown.
+
+    Teardown (clearing every module, a last collection) cost 1.4 ms after
+    `pyinit -- true`, a fifth of the interpreter's own start-up, to free
+    memory the kernel frees anyway. What of it matters is done here: the
+    atexit functions (logging's flush, for JSON logs), then stdout and
+    stderr are flushed.
+    """
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass  # closed or broken: teardown would only have said "Exception ignored"
+    os._exit(code)
