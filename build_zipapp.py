@@ -119,10 +119,12 @@ def compile_all(staging: Path) -> None:
 #: __main__.py), and it keeps the application's PYTHONPATH out of PID 1.
 #: The shell never reads past the `exec` line. Path made absolute: Python
 #: workers are started with the pyz on their sys.path, from their own cwd.
+#: `posix`, not `os` (os.path.abspath): see pyinit/core/__init__.py.
 LAUNCHER = (
     b"#!/bin/sh\n"
     b"# pyinit.pyz: a Python zip application; this line-oriented launcher runs it.\n"
-    b"exec python3 -I -S -c 'import sys, os; sys.path.insert(0, os.path.abspath(sys.argv.pop(1)));"
+    b"exec python3 -I -S -c 'import sys, posix; p = sys.argv.pop(1);"
+    b' sys.path.insert(0, p if p[:1] == "/" else posix.getcwd() + "/" + p);'
     b" import pyinit.__main__' \"$0\" \"$@\"\n"
 )
 

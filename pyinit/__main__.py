@@ -1,7 +1,6 @@
 """Entry point for `python -m pyinit` and for the pyz (`python3 pyinit.pyz`)."""
 
 import gc
-import sys
 
 # No garbage collection during start-up: a full collection triggered by the
 # imports costs more than any module pyinit loads. runner.run() turns it back

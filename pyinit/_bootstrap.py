@@ -25,7 +25,7 @@ Python dependencies at the top; psutil's native modules as
 
 from __future__ import annotations
 
-import os
+import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 import sys
 
 TYPE_CHECKING = False
@@ -43,8 +43,10 @@ def _archive() -> str | None:
 def isolate() -> None:
     """Keep only the pyz and the standard library on sys.path (pyz only)."""
     archive = _archive()
-    if archive is None:
-        return
+    if archive is None or (sys.flags.isolated and sys.flags.no_site):
+        return  # installed, or the pyz's launcher (-I -S): nothing but the stdlib to cut
+    import os
+
     stdlib = os.path.dirname(os.__file__)
     from_env = set(os.environ.get("PYTHONPATH", "").split(os.pathsep)) - {""}
 
@@ -69,6 +71,8 @@ class _NativeFinder:
         package, _, leaf = fullname.rpartition(".")
         if package != "psutil" or not leaf.startswith("_psutil_"):
             return None
+        import os
+
         member = os.path.join(self.archive, "_native", os.uname().machine, leaf + ".so")
         try:
             data = self.loader.get_data(member)  # type: ignore[attr-defined]
@@ -117,4 +121,4 @@ def exit_now(code: int) -> NoReturn:
                 stream.flush()
         except (OSError, ValueError):
             pass  # closed or broken: teardown would only have said "Exception ignored"
-    os._exit(code)
+    posix._exit(code)

@@ -9,7 +9,7 @@ POSIX style: they end at `--` or at the first word that is not an option.
 
 from __future__ import annotations
 
-import os
+import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 import sys
 
 from pyinit import __version__
@@ -302,6 +302,8 @@ def _variable_source(opt: Opt) -> Callable[[str], str]:
 
 def check(options: Options) -> int:
     """`pyinit --check`: validate the services configuration, print the plan."""
+    import os
+
     from pyinit.config import ConfigError, load
     from pyinit.config.imports import first_import_error
     from pyinit.config.model import format_plan
@@ -324,6 +326,12 @@ def check(options: Options) -> int:
     return 0
 
 
+def _environ() -> dict[str, str]:
+    """The environment as os.environ has it, without importing os."""
+    encoding = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+    return {k.decode(*encoding): v.decode(*encoding) for k, v in posix.environ.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     """The `pyinit` command. Returns the exit status."""
     import gc
@@ -333,11 +341,14 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["ctl"]:  # reserved word: a program named ctl runs after `--`
+        import os
+
         from pyinit.control.client import main_ctl
 
         return main_ctl(args[1:], os.environ)
+    environ = _environ()
     try:
-        options, flags = parse(args, os.environ)
+        options, flags = parse(args, environ)
     except UsageError as error:
         fatal(str(error))
         return EXIT_USAGE
@@ -352,9 +363,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from pyinit.runner import run
 
-    if not services_configured(options, os.environ):
+    if not services_configured(options, environ):
         return run(options)
     # Services mode: its configuration layer is imported only here.
+    import os
+
     from pyinit.config import ConfigError, load, merge_settings
 
     try:

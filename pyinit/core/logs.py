@@ -19,8 +19,8 @@ now is dropped and counted, and the count is said once writing works again.
 
 from __future__ import annotations
 
-import os
-import stat
+import _stat  # stat's C half: `stat` itself is Python, ~80 us to import
+import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 import sys
 import time
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from pyinit.core.loop import Loop
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
-_DEV_NULL = os.makedev(1, 3)
+_DEV_NULL = posix.makedev(1, 3)
 _UNSUPPORTED = frozenset({95, 22, 29})  # EOPNOTSUPP, EINVAL, ESPIPE: no RWF_NOWAIT here
 
 
@@ -53,25 +53,25 @@ class Sink:
         self._waiters: list[Callable[[], None]] = []
         self._loop: Loop | None = None
         try:
-            info = os.fstat(fd)
+            info = posix.fstat(fd)
         except OSError:
             return
         mode = info.st_mode
-        if info.st_rdev == _DEV_NULL and stat.S_ISCHR(mode):
+        if info.st_rdev == _DEV_NULL and _stat.S_ISCHR(mode):
             return  # never blocks: no descriptor spent on it
-        if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
-            flags = os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+        if _stat.S_ISFIFO(mode) or _stat.S_ISCHR(mode):
+            flags = posix.O_WRONLY | posix.O_NONBLOCK | posix.O_CLOEXEC | posix.O_NOCTTY
             try:
-                self.fd = os.open(f"/proc/self/fd/{fd}", flags)
+                self.fd = posix.open(f"/proc/self/fd/{fd}", flags)
             except OSError:
-                self._nowait = stat.S_ISFIFO(mode)
+                self._nowait = _stat.S_ISFIFO(mode)
 
     def write(self, data: bytes | memoryview) -> int | None:
         """Write what fits now; None if nothing does. Raises OSError (EPIPE...)."""
         try:
             if self._nowait:
-                return os.pwritev(self.fd, [data], -1, os.RWF_NOWAIT)
-            return os.write(self.fd, data)
+                return posix.pwritev(self.fd, [data], -1, posix.RWF_NOWAIT)
+            return posix.write(self.fd, data)
         except BlockingIOError:
             return None
         except BrokenPipeError:
@@ -265,6 +265,6 @@ def fatal(message: str) -> None:
     """The one-line usage/config error format: `pyinit: error: ...`."""
     message = message.replace("\r", "\\r").replace("\n", "\\n")
     try:
-        os.write(2, f"pyinit: error: {message}\n".encode("utf-8", "backslashreplace"))
+        posix.write(2, f"pyinit: error: {message}\n".encode("utf-8", "backslashreplace"))
     except OSError:
         pass

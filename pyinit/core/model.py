@@ -8,7 +8,7 @@ give the same safety against typos.
 
 from __future__ import annotations
 
-import os
+import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 
 DEFAULT_GRACE = 10.0
 #: After SIGKILL, how long to wait for the kernel before giving up on a
@@ -70,10 +70,10 @@ class ExitStatus:
 
     @classmethod
     def from_wait_status(cls, status: int) -> ExitStatus:
-        if os.WIFSIGNALED(status):
-            return cls(None, os.WTERMSIG(status), os.WCOREDUMP(status))
+        if posix.WIFSIGNALED(status):
+            return cls(None, posix.WTERMSIG(status), posix.WCOREDUMP(status))
         # WIFEXITED is the only other case waitpid() reports without WUNTRACED.
-        return cls(os.WEXITSTATUS(status), None)
+        return cls(posix.WEXITSTATUS(status), None)
 
     @property
     def shell_code(self) -> int:

@@ -60,7 +60,7 @@ pyinit's budget.
 from __future__ import annotations
 
 import _signal
-import os
+import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 
 SIGCHLD = _signal.SIGCHLD
 SIGCONT = _signal.SIGCONT
@@ -128,7 +128,7 @@ def install_wakeup() -> int:
     exists is already waiting in the pipe when the loop starts reading.
     """
     global original_mask, caught, _write_fd
-    read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    read_fd, write_fd = posix.pipe2(posix.O_NONBLOCK | posix.O_CLOEXEC)
     _write_fd = write_fd
     _grow_pipe(write_fd)
     _signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
@@ -152,8 +152,12 @@ def _grow_pipe(fd: int) -> None:
     """Make the wakeup pipe as large as the system allows (else keep 64 KiB)."""
     global _capacity
     try:
-        with open("/proc/sys/fs/pipe-max-size", "rb") as f:
-            size = int(f.read())
+        # posix.open, not open(): no buffered file object for 8 bytes.
+        fd_max = posix.open("/proc/sys/fs/pipe-max-size", posix.O_RDONLY | posix.O_CLOEXEC)
+        try:
+            size = int(posix.read(fd_max, 32))
+        finally:
+            posix.close(fd_max)
         import fcntl  # a small C module; F_SETPIPE_SZ has no `os` spelling
 
         _capacity = fcntl.fcntl(fd, F_SETPIPE_SZ, size)
@@ -172,7 +176,7 @@ def read_wakeup(fd: int) -> bytes:
     total = 0
     while True:
         try:
-            chunk = os.read(fd, READ_SIZE)
+            chunk = posix.read(fd, READ_SIZE)
         except BlockingIOError:
             break
         if not chunk:
@@ -197,7 +201,7 @@ def read_wakeup(fd: int) -> bytes:
         # is clean, the episode ends).
         _rechecking = True
         try:
-            os.write(_write_fd, b"\0")
+            posix.write(_write_fd, b"\0")
         except OSError:
             pass  # full again: it will wake us anyway
     else:
@@ -258,9 +262,9 @@ def send(pid: int, signum: int, *, group: bool = False) -> None:
         return
     try:
         if group:
-            os.killpg(pid, signum)
+            posix.killpg(pid, signum)
         else:
-            os.kill(pid, signum)
+            posix.kill(pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
     except BlockingIOError:

@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import _signal
 import errno
-import os
+import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
+import sys
 
 from pyinit.core import signals
 
@@ -52,6 +53,7 @@ EXIT_CANNOT_RUN = 126
 
 TIOCSCTTY = 0x540E  # termios.TIOCSCTTY on Linux; termios itself is not needed
 TIOCNOTTY = 0x5422
+DEFAULT_PATH = b"/bin:/usr/bin"  # os.defpath, for an environment without PATH
 
 
 class SpawnError(Exception):
@@ -79,48 +81,53 @@ def spawn(
     With `take_tty` too, it makes stdin (a terminal) its controlling
     terminal, so an interactive shell gets job control and /dev/tty.
     The child starts with the signal mask and ignored signals pyinit started
-    with, nothing of pyinit's own set-up.
+    with, nothing of pyinit's own set-up, and `env` (default: pyinit's).
     """
-    environ = os.environ if env is None else env
+    encoding = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+    if env is None:
+        environ: Mapping[bytes, bytes] = posix.environ  # bytes, as exec takes it
+    else:
+        environ = {k.encode(*encoding): v.encode(*encoding) for k, v in env.items()}
+    candidates = _candidates(argv[0].encode(*encoding), environ.get(b"PATH", DEFAULT_PATH))
     if not take_tty:
-        pid = _vfork_exec(argv, environ if env is not None else None, new_session)
+        env_list = None if env is None else [k + b"=" + v for k, v in environ.items()]
+        pid = _vfork_exec(argv, candidates, env_list, new_session)
         if pid is not None:
             return pid
-    report_read, report_write = os.pipe2(os.O_CLOEXEC)
+    report_read, report_write = posix.pipe2(posix.O_CLOEXEC)
     everything = _signal.valid_signals()
     blocked = _signal.pthread_sigmask(_signal.SIG_BLOCK, everything)
     try:
-        pid = os.fork()
+        pid = posix.fork()
         if pid == 0:
-            _child(argv, environ, new_session, take_tty, report_write)
+            _child(argv, candidates, environ, new_session, take_tty, report_write)
     finally:
         _signal.pthread_sigmask(_signal.SIG_SETMASK, blocked)
-        os.close(report_write)
+        posix.close(report_write)
     try:
         report = _read_all(report_read)
     finally:
-        os.close(report_read)
+        posix.close(report_read)
     if report:
         _failed(pid, argv[0], int(report))
     return pid
 
 
-def _vfork_exec(argv: list[str], env: Mapping[str, str] | None, new_session: bool) -> int | None:
+def _vfork_exec(
+    argv: list[str], candidates: list[bytes], env_list: list[bytes] | None, new_session: bool
+) -> int | None:
     """`fork_exec` (see the module docstring); None where this Python has none we know."""
     try:
         from _posixsubprocess import fork_exec as _fork_exec
     except ImportError:
         return None
-    search_env = os.environ if env is None else env
-    candidates = [os.fsencode(path) for path in _candidates(argv[0], search_env)]
-    env_list = None if env is None else [os.fsencode(f"{k}={v}") for k, v in env.items()]
-    report_read, report_write = os.pipe2(os.O_CLOEXEC)
+    fork_exec: Callable[..., int] = _fork_exec  # typeshed has cwd and preexec_fn never None
+    report_read, report_write = posix.pipe2(posix.O_CLOEXEC)
     # fork_exec hands the caller's signal mask to the child: make it the one
     # pyinit started with (usually empty, as pyinit's own: then no syscall).
     # A signal blocked meanwhile stays pending and is delivered right after.
     mask = signals.original_mask
     saved = _signal.pthread_sigmask(_signal.SIG_SETMASK, mask) if mask else None
-    fork_exec: Callable[..., int] = _fork_exec  # typeshed has cwd and preexec_fn never None
     try:
         pid = fork_exec(
             argv, candidates, True, (report_write,), None, env_list,
@@ -128,17 +135,17 @@ def _vfork_exec(argv: list[str], env: Mapping[str, str] | None, new_session: boo
             True, new_session, -1, None, None, None, -1, None, True,
         )  # fmt: skip
     except TypeError:
-        os.close(report_read)
+        posix.close(report_read)
         return None  # another argument list: this Python's fork_exec is not the one we know
     finally:
         if saved is not None:
             _signal.pthread_sigmask(_signal.SIG_SETMASK, saved)
-        os.close(report_write)
+        posix.close(report_write)
     try:
         # vfork returned once the child exec'd or failed: EOF or the report, at once.
         report = _read_all(report_read)
     finally:
-        os.close(report_read)
+        posix.close(report_read)
     if report:
         # "OSError:<errno in hex>:[noexec]", or "SubprocessError:0:<text>".
         kind, _, rest = report.partition(b":")
@@ -153,58 +160,60 @@ def _vfork_exec(argv: list[str], env: Mapping[str, str] | None, new_session: boo
 def _failed(pid: int, command: str, code: int) -> NoReturn:
     """The child reported errno `code` and exited: reap it here, the error is
     the news (the loop's reaper never sees this pid)."""
-    os.waitpid(pid, 0)
-    raise SpawnError(command, OSError(code, os.strerror(code)))
+    posix.waitpid(pid, 0)
+    raise SpawnError(command, OSError(code, posix.strerror(code)))
 
 
-def _candidates(file: str, environ: Mapping[str, str]) -> list[str]:
-    """Where execvp(3) would look for `file`, in order."""
-    if "/" in file:
+def _candidates(file: bytes, path: bytes) -> list[bytes]:
+    """Where execvp(3) would look for `file`, in order, PATH being `path`."""
+    if b"/" in file:
         return [file]
-    return [
-        os.path.join(directory or ".", file)
-        for directory in environ.get("PATH", os.defpath).split(":")
-    ]
+    return [(directory or b".") + b"/" + file for directory in path.split(b":")]
 
 
 def _child(
-    argv: list[str], environ: Mapping[str, str], new_session: bool, take_tty: bool, report: int
+    argv: list[str],
+    candidates: list[bytes],
+    environ: Mapping[bytes, bytes],
+    new_session: bool,
+    take_tty: bool,
+    report: int,
 ) -> None:
     """In the forked child: set up, exec; never returns."""
     code = errno.EINVAL
     try:
         _signal.set_wakeup_fd(-1)
         if new_session:
-            os.setsid()
+            posix.setsid()
             if take_tty:
                 _take_terminal()
         _signal.pthread_sigmask(_signal.SIG_SETMASK, signals.original_mask)
         # Only 0, 1 and 2 for the child, as on the fork_exec path (SPEC 9).
-        os.closerange(3, report)
-        os.closerange(report + 1, max(report + 1, os.sysconf("SC_OPEN_MAX")))
-        _exec_on_path(argv, environ)
+        posix.closerange(3, report)
+        posix.closerange(report + 1, max(report + 1, posix.sysconf("SC_OPEN_MAX")))
+        _exec_first(argv, candidates, environ)
     except OSError as error:
         code = error.errno or errno.EINVAL
     finally:
         try:
-            os.write(report, str(code).encode())
+            posix.write(report, str(code).encode())
         finally:
-            os._exit(EXIT_NOT_FOUND)
+            posix._exit(EXIT_NOT_FOUND)
 
 
-def _exec_on_path(argv: list[str], environ: Mapping[str, str]) -> None:
-    """execvp(3)'s search, without `os.execvpe`: that one imports `warnings`
-    (for `os.get_exec_path`) in the child, ~0.7 ms before every COMMAND runs.
+def _exec_first(argv: list[str], candidates: list[bytes], environ: Mapping[bytes, bytes]) -> None:
+    """execvp(3)'s search, without `os.execvpe` (it imports `warnings` in
+    the child, ~0.7 ms before every COMMAND runs).
 
     Each candidate is tried in order, going on past "not there" (ENOENT,
     ENOTDIR) and "not allowed" (EACCES, reported if nothing else is found),
     as execvp and fork_exec do.
     """
     denied: OSError | None = None
-    last: OSError = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv[0])
-    for path in _candidates(argv[0], environ):
+    last: OSError = FileNotFoundError(errno.ENOENT, posix.strerror(errno.ENOENT), argv[0])
+    for path in candidates:
         try:
-            os.execve(path, argv, environ)
+            posix.execve(path, argv, environ)
         except (FileNotFoundError, NotADirectoryError) as error:
             last = error
         except PermissionError as error:
@@ -226,7 +235,7 @@ def _read_all(fd: int) -> bytes:
     chunks: list[bytes] = []
     while True:
         try:
-            chunk = os.read(fd, 64)
+            chunk = posix.read(fd, 64)
         except InterruptedError:
             continue
         if not chunk:
@@ -246,4 +255,4 @@ def release_terminal() -> bool:
         fcntl.ioctl(0, TIOCNOTTY)
     except OSError:
         return False  # not our controlling terminal: nothing to release
-    return os.getsid(0) == os.getpid()
+    return posix.getsid(0) == posix.getpid()

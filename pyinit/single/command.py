@@ -22,7 +22,7 @@ is needed.
 
 from __future__ import annotations
 
-import os
+import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 import time
 
 from pyinit.core import reaper, signals
@@ -65,13 +65,15 @@ class CommandSupervisor:
         """
         argv = self.options.command
         env = None
-        if "NOTIFY_SOCKET" in os.environ:
+        if b"NOTIFY_SOCKET" in posix.environ:  # bytes: the os-less view (core/__init__)
+            import os
+
             from pyinit.core.notify import Upstream
 
             self.upstream = Upstream.from_environ(os.environ)
             env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
         new_session = not self.options.single_child
-        take_tty = new_session and os.isatty(0)
+        take_tty = new_session and posix.isatty(0)
         if take_tty:
             from pyinit.core.spawn import release_terminal
 
@@ -133,7 +135,7 @@ class CommandSupervisor:
         if job_control:
             # Stop ourselves as the shell asked; SIGCONT resumes us and is
             # then forwarded. As PID 1 the kernel ignores this, as it should.
-            os.kill(os.getpid(), signals.SIGSTOP)
+            posix.kill(posix.getpid(), signals.SIGSTOP)
 
     def _send(self, signum: int) -> None:
         """Signal the child's group, or the child alone with --single-child."""
@@ -209,7 +211,7 @@ class CommandSupervisor:
 
     def _group_alive(self) -> bool:
         try:
-            os.killpg(self.pid, 0)
+            posix.killpg(self.pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
