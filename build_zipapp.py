@@ -125,7 +125,7 @@ LAUNCHER = (
     b"# pyinit.pyz: a Python zip application; this line-oriented launcher runs it.\n"
     b"exec python3 -I -S -c 'import sys, posix; p = sys.argv.pop(1);"
     b' sys.path.insert(0, p if p[:1] == "/" else posix.getcwd() + "/" + p);'
-    b" import pyinit.__main__' \"$0\" \"$@\"\n"
+    b' import pyinit.__main__\' "$0" "$@"\n'
 )
 
 
