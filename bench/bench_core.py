@@ -1067,7 +1067,9 @@ def build_rows(inits: dict[str, Init], results: Json) -> list[Row]:
             )
         if "p50_us" in direct:
             d50 = direct["p50_us"]
-            ratio_p50 = {n: (None if (v := get(sig, n, "p50_us")) is None else v / d50) for n in names}
+            ratio_p50 = {
+                n: (None if (v := get(sig, n, "p50_us")) is None else v / d50) for n in names
+            }
             value = ratio_p50.get("pyinit")
             rows.append(
                 Row(
@@ -1076,7 +1078,9 @@ def build_rows(inits: dict[str, Init], results: Json) -> list[Row]:
                     ratio_p50,
                     fmt="{:.2f}×",
                     target=f"≤ {SIGNAL_MAX_RATIO}×",
-                    verdict=verdict(None if value is None else value <= SIGNAL_MAX_RATIO, stage=sig),
+                    verdict=verdict(
+                        None if value is None else value <= SIGNAL_MAX_RATIO, stage=sig
+                    ),
                 )
             )
             rows.append(
