@@ -23,8 +23,6 @@ Python dependencies at the top; psutil's native modules as
 `_native/<machine>/<module>.so` for each architecture carried.
 """
 
-from __future__ import annotations
-
 import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 import sys
 
@@ -67,7 +65,7 @@ class _NativeFinder:
 
     def find_spec(
         self, fullname: str, path: object = None, target: object = None
-    ) -> ModuleSpec | None:
+    ) -> "ModuleSpec | None":
         package, _, leaf = fullname.rpartition(".")
         if package != "psutil" or not leaf.startswith("_psutil_"):
             return None
@@ -91,7 +89,7 @@ class _NativeFinder:
         return spec_from_file_location(fullname, where, loader=ExtensionFileLoader(fullname, where))
 
 
-def import_psutil() -> tuple[ModuleType | None, str]:
+def import_psutil() -> "tuple[ModuleType | None, str]":
     """psutil, or None and the reason it could not be loaded."""
     archive = _archive()
     if archive is not None and not any(isinstance(f, _NativeFinder) for f in sys.meta_path):
@@ -103,7 +101,7 @@ def import_psutil() -> tuple[ModuleType | None, str]:
     return psutil, "loaded from the pyz" if archive else "loaded"
 
 
-def exit_now(code: int) -> NoReturn:
+def exit_now(code: int) -> "NoReturn":
     """Exit with `code`, skipping the interpreter's teardown.
 
     Teardown (clearing every module, a last collection) cost 1.4 ms after

@@ -7,8 +7,6 @@ init must (`pyinit sh -c '...'` passes `-c` to sh). Options are scanned
 POSIX style: they end at `--` or at the first word that is not an option.
 """
 
-from __future__ import annotations
-
 import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 import sys
 
@@ -114,7 +112,7 @@ class Opt:
         short: str | None,
         long: str,
         variable: str | None,
-        parse: Callable[[str], object] | None,
+        parse: "Callable[[str], object] | None",
         attr: str,
         repeat: bool = False,
     ) -> None:
@@ -150,7 +148,7 @@ OPTIONS = (
 )
 
 
-def _apply(options: Options, opt: Opt, values: list[str], source: Callable[[str], str]) -> None:
+def _apply(options: Options, opt: "Opt", values: list[str], source: "Callable[[str], str]") -> None:
     """Parse `values` for `opt` and store them; errors name `source(value)`."""
     parsed = []
     for value in values:
@@ -177,7 +175,7 @@ def _scan_argv(argv: list[str]) -> tuple[dict[str, list[str]], set[str], list[st
     values: dict[str, list[str]] = {}
     flags: set[str] = set()
 
-    def take(opt: Opt, value: str | None, index: int, shown: str) -> int:
+    def take(opt: "Opt", value: str | None, index: int, shown: str) -> int:
         if opt.parse is None:
             if value is not None:
                 raise UsageError(f"{shown} takes no value")
@@ -219,7 +217,7 @@ def _scan_argv(argv: list[str]) -> tuple[dict[str, list[str]], set[str], list[st
     return values, flags, []
 
 
-def parse(argv: list[str], environ: Mapping[str, str]) -> tuple[Options, set[str]]:
+def parse(argv: list[str], environ: "Mapping[str, str]") -> tuple[Options, set[str]]:
     """Build Options from argv (without the program name) and the environment.
 
     Returns the options and the set of action flags seen (help, version, check).
@@ -260,7 +258,7 @@ OTHER_VARIABLES = frozenset(
 )
 
 
-def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+def unknown_variables(environ: "Mapping[str, str]") -> list[str]:
     """A warning for each PYINIT_* name pyinit does not know (a typo like
     PYINIT_GRAC would otherwise be ignored in silence), with the closest name."""
     known = {opt.variable for opt in OPTIONS if opt.variable} | OTHER_VARIABLES
@@ -277,11 +275,11 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     return warnings
 
 
-def services_configured(options: Options, environ: Mapping[str, str]) -> bool:
+def services_configured(options: Options, environ: "Mapping[str, str]") -> bool:
     return bool(options.config or environ.get("PYINIT_SERVICES", "").strip())
 
 
-def _flag_source(opt: Opt) -> Callable[[str], str]:
+def _flag_source(opt: "Opt") -> "Callable[[str], str]":
     """How an error names a bad flag value: `--grace abc`.
 
     A value holding a newline or an escape sequence is quoted (repr), so it
@@ -295,7 +293,7 @@ def _shown(word: str) -> str:
     return word if word.isprintable() else repr(word)
 
 
-def _variable_source(opt: Opt) -> Callable[[str], str]:
+def _variable_source(opt: "Opt") -> "Callable[[str], str]":
     """How an error names a bad variable: `PYINIT_GRACE='abc'`."""
     return lambda value: f"{opt.variable}={value!r}"
 

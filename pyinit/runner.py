@@ -11,8 +11,6 @@ The order matters and is the point of this module:
 4. the child; 5. the loop, until the policy says it is done.
 """
 
-from __future__ import annotations
-
 import errno
 import gc
 import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
@@ -67,8 +65,8 @@ def close_inherited_fds() -> None:
 
 def run(
     options: Options,
-    config: Config | None = None,
-    prepare: Callable[[Supervisor], None] | None = None,
+    config: "Config | None" = None,
+    prepare: "Callable[[Supervisor], None] | None" = None,
 ) -> int:
     """Run as an init: options.command alone, or the services of `config`
     (with options.command as the main service, if given). Returns pyinit's
@@ -97,9 +95,9 @@ def run(
     if config is None:
         supervisor = CommandSupervisor(options, loop, log)
     else:
-        from pyinit.supervise.supervisor import Supervisor
+        from pyinit.supervise import supervisor as services  # services mode only
 
-        supervisor = Supervisor(config, options, loop, log)
+        supervisor = services.Supervisor(config, options, loop, log)
         if prepare is not None:
             prepare(supervisor)
     loop.add_reader(wakeup_fd, lambda: supervisor.on_signals(signals.read_wakeup(wakeup_fd)))

@@ -17,8 +17,6 @@ would make *their* writes fail with EAGAIN). A line that cannot be written
 now is dropped and counted, and the count is said once writing works again.
 """
 
-from __future__ import annotations
-
 import _stat  # stat's C half: `stat` itself is Python, ~80 us to import
 import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 import sys
@@ -85,7 +83,7 @@ class Sink:
                 return self.write(data)
             raise
 
-    def when_writable(self, loop: Loop, callback: Callable[[], None]) -> None:
+    def when_writable(self, loop: "Loop", callback: "Callable[[], None]") -> None:
         """Call `callback` once, when the fd can take more (shared by all relays)."""
         self._waiters.append(callback)
         if self._loop is None:
@@ -101,10 +99,10 @@ class Sink:
             callback()
 
 
-_sinks: dict[int, Sink] = {}
+_sinks: "dict[int, Sink]" = {}
 
 
-def sink(fd: int) -> Sink:
+def sink(fd: int) -> "Sink":
     """The one Sink for our fd 1 or 2 (opened on first use, then shared)."""
     found = _sinks.get(fd)
     if found is None:

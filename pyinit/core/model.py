@@ -6,8 +6,6 @@ would cost more than the rest of pyinit together. Classes with `__slots__`
 give the same safety against typos.
 """
 
-from __future__ import annotations
-
 import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 
 DEFAULT_GRACE = 10.0
@@ -69,7 +67,7 @@ class ExitStatus:
         self.core_dumped = core_dumped
 
     @classmethod
-    def from_wait_status(cls, status: int) -> ExitStatus:
+    def from_wait_status(cls, status: int) -> "ExitStatus":
         if posix.WIFSIGNALED(status):
             return cls(None, posix.WTERMSIG(status), posix.WCOREDUMP(status))
         # WIFEXITED is the only other case waitpid() reports without WUNTRACED.

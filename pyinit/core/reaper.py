@@ -5,8 +5,6 @@ One reaper for the whole process. Once anything calls `waitpid(-1)`,
 here as exit 0), so nothing in pyinit uses them.
 """
 
-from __future__ import annotations
-
 import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 
 from pyinit.core.model import ExitStatus

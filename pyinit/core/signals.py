@@ -57,8 +57,6 @@ builds `enum` classes at import time, about 3 ms of start-up, a quarter of
 pyinit's budget.
 """
 
-from __future__ import annotations
-
 import _signal
 import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 

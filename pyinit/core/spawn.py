@@ -32,8 +32,6 @@ Handlers pyinit installed are reset to the default by exec itself; signals
 that were ignored when pyinit started stay ignored, on both paths.
 """
 
-from __future__ import annotations
-
 import _signal
 import errno
 import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
@@ -71,7 +69,7 @@ def spawn(
     argv: list[str],
     *,
     new_session: bool,
-    env: Mapping[str, str] | None = None,
+    env: "Mapping[str, str] | None" = None,
     take_tty: bool = False,
 ) -> int:
     """Start `argv` (looked up on PATH) and return its pid.
@@ -157,7 +155,7 @@ def _vfork_exec(
     return pid
 
 
-def _failed(pid: int, command: str, code: int) -> NoReturn:
+def _failed(pid: int, command: str, code: int) -> "NoReturn":
     """The child reported errno `code` and exited: reap it here, the error is
     the news (the loop's reaper never sees this pid)."""
     posix.waitpid(pid, 0)
@@ -174,7 +172,7 @@ def _candidates(file: bytes, path: bytes) -> list[bytes]:
 def _child(
     argv: list[str],
     candidates: list[bytes],
-    environ: Mapping[bytes, bytes],
+    environ: "Mapping[bytes, bytes]",
     new_session: bool,
     take_tty: bool,
     report: int,
@@ -201,7 +199,7 @@ def _child(
             posix._exit(EXIT_NOT_FOUND)
 
 
-def _exec_first(argv: list[str], candidates: list[bytes], environ: Mapping[bytes, bytes]) -> None:
+def _exec_first(argv: list[str], candidates: list[bytes], environ: "Mapping[bytes, bytes]") -> None:
     """execvp(3)'s search, without `os.execvpe` (it imports `warnings` in
     the child, ~0.7 ms before every COMMAND runs).
 

@@ -20,8 +20,6 @@ reap. Group members that outlive their parent are reparented to pyinit (PID
 is needed.
 """
 
-from __future__ import annotations
-
 import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 import time
 
@@ -39,7 +37,7 @@ if TYPE_CHECKING:
 class CommandSupervisor:
     """Runs COMMAND, forwards signals to it, and decides pyinit's exit status."""
 
-    def __init__(self, options: Options, loop: Loop, log: Log) -> None:
+    def __init__(self, options: Options, loop: "Loop", log: "Log") -> None:
         self.options = options
         self.loop = loop
         self.log = log
