@@ -20,6 +20,7 @@ reused, so a rebuild works offline.
 from __future__ import annotations
 
 import argparse
+import marshal
 import os
 import py_compile
 import shutil
@@ -111,34 +112,64 @@ def compile_all(staging: Path) -> None:
         )
 
 
-#: The pyz's first bytes: a /bin/sh launcher, then the zip (zip readers find
-#: the archive from its end, so a prefix is allowed). Started as a program,
-#: the shell execs the interpreter with -I -S on the archive: no `site`, no
-#: `runpy`, no PYTHON* variables, no user site-packages. That is about 40%
-#: of the start-up of `python3 pyinit.pyz` (which still works: the zip's
-#: __main__.py), and it keeps the application's PYTHONPATH out of PID 1.
-#: The shell never reads past the `exec` line. Path made absolute: Python
-#: workers are started with the pyz on their sys.path, from their own cwd.
-#: `posix`, not `os` (os.path.abspath): see pyinit/core/__init__.py.
-LAUNCHER = (
-    b"#!/bin/sh\n"
-    b"# pyinit.pyz: a Python zip application; this line-oriented launcher runs it.\n"
-    b"exec python3 -I -S -c 'import sys, posix; p = sys.argv.pop(1);"
-    b' sys.path.insert(0, p if p[:1] == "/" else posix.getcwd() + "/" + p);'
-    b' import pyinit.__main__\' "$0" "$@"\n'
-)
+#: The pyz's first bytes: a /bin/sh launcher, the hot table (pyinit/_hotload.py),
+#: then the zip (zip readers find the archive from its end, so a prefix is
+#: allowed). Started as a program, the shell execs the interpreter with -I -S
+#: on the archive: no `site`, no `runpy`, no PYTHON* variables, no user
+#: site-packages. That is about 40% of the start-up of `python3 pyinit.pyz`
+#: (which still works: the zip's __main__.py), and it keeps the application's
+#: PYTHONPATH out of PID 1. On the Python the build compiled for, the -c code
+#: then reads the hot table (one pread at a fixed offset) and runs its loader,
+#: so the single-command modules are not imported through zipimport.
+#: The shell reads no further than the `exec` command. Path made absolute:
+#: Python workers are started with the pyz on their sys.path, from their own
+#: cwd. `posix`, not `os` (os.path.abspath): see pyinit/core/__init__.py.
+LAUNCHER = """#!/bin/sh
+# pyinit.pyz: a Python zip application; this line-oriented launcher runs it.
+exec python3 -I -S -c 'import sys, posix, marshal
+p = sys.argv.pop(1)
+p = p if p[:1] == "/" else posix.getcwd() + "/" + p
+sys.path.insert(0, p)
+if sys.implementation.cache_tag == "{tag}":
+    f = posix.open(p, posix.O_RDONLY | posix.O_CLOEXEC)
+    exec(*marshal.loads(posix.pread(f, {length:10d}, {offset:10d})))
+    posix.close(f)
+import pyinit.__main__' "$0" "$@"
+"""
+
+
+def launcher(table: bytes) -> bytes:
+    """LAUNCHER for a hot table of that many bytes, written right after it."""
+    size = len(LAUNCHER.format(tag=sys.implementation.cache_tag, length=0, offset=0).encode())
+    text = LAUNCHER.format(tag=sys.implementation.cache_tag, length=len(table), offset=size)
+    return text.encode()
+
+
+def hot_table(staging: Path) -> bytes:
+    """(pyinit/_hotload.py's code, {"HOT_TABLE": {module: (is package, code)}}),
+    marshalled, from the compiled HOT_MODULES in `staging`."""
+    table = {}
+    for stem in sorted(HOT_MODULES - {"__main__"}):
+        pyc = (staging / stem).with_suffix(".pyc").read_bytes()
+        name = stem.replace("/", ".").removesuffix(".__init__")
+        table[name] = (stem.endswith("/__init__"), marshal.loads(pyc[16:]))
+    loader = (staging / "pyinit" / "_hotload.pyc").read_bytes()
+    return marshal.dumps((marshal.loads(loader[16:]), {"HOT_TABLE": table}))
 
 
 def write_pyz(staging: Path, target: Path) -> None:
-    """The executable zip: the launcher (LAUNCHER), then the archive.
+    """The executable zip: the launcher (LAUNCHER), the hot table, then the archive.
 
     The modules of the single-command path (HOT_MODULES) are stored
-    uncompressed, since they are read on every start-up and inflating them
+    uncompressed in the zip too, for `python3 pyinit.pyz` and other Python
+    versions, since they are read on every start-up and inflating them
     costs more than reading them; everything else (services mode, the
     dependencies) is compressed.
     """
+    table = hot_table(staging)
     with open(target, "wb") as out:
-        out.write(LAUNCHER)
+        out.write(launcher(table))
+        out.write(table)
         with zipfile.ZipFile(out, "w") as archive:
             for path in sorted(staging.rglob("*")):
                 if path.is_dir():
