@@ -20,6 +20,7 @@ reused, so a rebuild works offline.
 from __future__ import annotations
 
 import argparse
+import ast
 import marshal
 import os
 import py_compile
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from types import CodeType
 
 ROOT = Path(__file__).resolve().parent
 
@@ -150,11 +152,30 @@ def hot_table(staging: Path) -> bytes:
     marshalled, from the compiled HOT_MODULES in `staging`."""
     table = {}
     for stem in sorted(HOT_MODULES - {"__main__"}):
-        pyc = (staging / stem).with_suffix(".pyc").read_bytes()
+        source = (staging / stem).with_suffix(".py")
         name = stem.replace("/", ".").removesuffix(".__init__")
-        table[name] = (stem.endswith("/__init__"), marshal.loads(pyc[16:]))
-    loader = (staging / "pyinit" / "_hotload.pyc").read_bytes()
-    return marshal.dumps((marshal.loads(loader[16:]), {"HOT_TABLE": table}))
+        table[name] = (stem.endswith("/__init__"), compile_lean(source, staging))
+    loader = compile_lean(staging / "pyinit" / "_hotload.py", staging)
+    return marshal.dumps((loader, {"HOT_TABLE": table}))
+
+
+def compile_lean(source: Path, staging: Path) -> CodeType:
+    """`source` compiled without its docstrings (a quarter of the table's
+    bytes, unmarshalled on every start for nothing: no hot module reads
+    __doc__), asserts kept, line numbers unchanged for tracebacks."""
+    tree = ast.parse(source.read_bytes(), str(source))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            body[0] = ast.copy_location(ast.Pass(), body[0])
+    name = source.relative_to(staging).as_posix()
+    return compile(tree, name, "exec", dont_inherit=True)
 
 
 def write_pyz(staging: Path, target: Path) -> None:
