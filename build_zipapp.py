@@ -122,13 +122,16 @@ def compile_all(staging: Path) -> None:
 #: (which still works: the zip's __main__.py), and it keeps the application's
 #: PYTHONPATH out of PID 1. On the Python the build compiled for, the -c code
 #: then reads the hot table (one pread at a fixed offset) and runs its loader,
-#: so the single-command modules are not imported through zipimport.
+#: so the single-command modules are not imported through zipimport. No
+#: garbage collection meanwhile, as in pyinit/__main__.py: unmarshalling
+#: creates thousands of objects that all live as long as pyinit.
 #: The shell reads no further than the `exec` command. Path made absolute:
 #: Python workers are started with the pyz on their sys.path, from their own
 #: cwd. `posix`, not `os` (os.path.abspath): see pyinit/core/__init__.py.
 LAUNCHER = """#!/bin/sh
 # pyinit.pyz: a Python zip application; this line-oriented launcher runs it.
-exec python3 -I -S -c 'import sys, posix, marshal
+exec python3 -I -S -c 'import sys, posix, marshal, gc
+gc.disable()
 p = sys.argv.pop(1)
 p = p if p[:1] == "/" else posix.getcwd() + "/" + p
 sys.path.insert(0, p)
