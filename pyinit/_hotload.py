@@ -82,4 +82,4 @@ class HotFinder:
 
 _table = globals().pop("HOT_TABLE", None)
 if _table is not None:  # run by the launcher, with the table: take over the hot modules
-    sys.meta_path.insert(0, HotFinder(sys.path[0], _table))
+    sys.meta_path.insert(0, HotFinder(sys.path[-1], _table))  # the launcher appended the pyz
