@@ -109,6 +109,7 @@ def run(
         return error.status
     except OSError as error:  # out of descriptors for the exec-error pipe...
         return _setup_failed(error)
+    signals.grow_wakeup_pipe()  # after the start: it overlaps the command's (see there)
     # Start-up objects live as long as pyinit: move them out of the
     # collector's sight (freeze), then collect normally, since a long-lived
     # PID 1 must not let reference cycles pile up.

@@ -128,7 +128,6 @@ def install_wakeup() -> int:
     global original_mask, caught, _write_fd
     read_fd, write_fd = posix.pipe2(posix.O_NONBLOCK | posix.O_CLOEXEC)
     _write_fd = write_fd
-    _grow_pipe(write_fd)
     _signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     handled = []
     for signum in catchable_signals():
@@ -146,19 +145,26 @@ def install_wakeup() -> int:
     return read_fd
 
 
-def _grow_pipe(fd: int) -> None:
-    """Make the wakeup pipe as large as the system allows (else keep 64 KiB)."""
+def grow_wakeup_pipe() -> None:
+    """Make the wakeup pipe as large as the system allows (else keep 64 KiB).
+
+    Called once the command runs (runner), not in install_wakeup(): it costs
+    ~0.15 ms (reading the limit, fcntl's import, the kernel's resize), which
+    then overlaps the command's own start instead of delaying it. Until then
+    the default 64 KiB holds 65,536 signals, and the overflow defence above
+    applies all the same.
+    """
     global _capacity
     try:
         # posix.open, not open(): no buffered file object for 8 bytes.
-        fd_max = posix.open("/proc/sys/fs/pipe-max-size", posix.O_RDONLY | posix.O_CLOEXEC)
+        fd = posix.open("/proc/sys/fs/pipe-max-size", posix.O_RDONLY | posix.O_CLOEXEC)
         try:
-            size = int(posix.read(fd_max, 32))
+            size = int(posix.read(fd, 32))
         finally:
-            posix.close(fd_max)
+            posix.close(fd)
         import fcntl  # a small C module; F_SETPIPE_SZ has no `os` spelling
 
-        _capacity = fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+        _capacity = fcntl.fcntl(_write_fd, F_SETPIPE_SZ, size)
     except (OSError, ValueError):
         pass  # no /proc, or a size we may not set: the 64 KiB default
 
