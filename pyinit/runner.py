@@ -11,7 +11,6 @@ The order matters and is the point of this module:
 4. the child; 5. the loop, until the policy says it is done.
 """
 
-import errno
 import gc
 import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 
@@ -21,6 +20,8 @@ from pyinit.core.loop import Loop
 from pyinit.core.model import Options
 from pyinit.core.spawn import SpawnError
 from pyinit.single.command import CommandSupervisor
+
+EMFILE = 24  # errno.EMFILE (Linux): the errno module costs ~50 us to import
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ def _setup_failed(error: OSError) -> int:
     """Start-up could not get what an init needs (file descriptors): one line, exit 2."""
     from pyinit.core.logs import fatal
 
-    if error.errno == errno.EMFILE:
+    if error.errno == EMFILE:
         fatal(
             "too many open files: pyinit needs 7 file descriptors to start"
             " (raise the RLIMIT_NOFILE limit, ulimit -n)"

@@ -33,7 +33,6 @@ that were ignored when pyinit started stay ignored, on both paths.
 """
 
 import _signal
-import errno
 import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 import sys
 
@@ -51,6 +50,9 @@ EXIT_CANNOT_RUN = 126
 
 TIOCSCTTY = 0x540E  # termios.TIOCSCTTY on Linux; termios itself is not needed
 TIOCNOTTY = 0x5422
+#: errno numbers (Linux, as all of pyinit): the errno module costs ~50 us to import.
+ENOENT = 2
+EINVAL = 22
 DEFAULT_PATH = b"/bin:/usr/bin"  # os.defpath, for an environment without PATH
 
 
@@ -58,7 +60,7 @@ class SpawnError(Exception):
     """COMMAND could not be started; `status` is what pyinit exits with."""
 
     def __init__(self, command: str, error: OSError) -> None:
-        self.status = EXIT_NOT_FOUND if error.errno == errno.ENOENT else EXIT_CANNOT_RUN
+        self.status = EXIT_NOT_FOUND if error.errno == ENOENT else EXIT_CANNOT_RUN
         reason = error.strerror or str(error)
         # One line whatever the name holds (issue 7, item 21).
         shown = command.replace("\r", "\\r").replace("\n", "\\n")
@@ -148,10 +150,10 @@ def _vfork_exec(
         # "OSError:<errno in hex>:[noexec]", or "SubprocessError:0:<text>".
         kind, _, rest = report.partition(b":")
         try:
-            code = int(rest.partition(b":")[0], 16) if kind == b"OSError" else errno.EINVAL
+            code = int(rest.partition(b":")[0], 16) if kind == b"OSError" else EINVAL
         except ValueError:
-            code = errno.EINVAL
-        _failed(pid, argv[0], code or errno.EINVAL)
+            code = EINVAL
+        _failed(pid, argv[0], code or EINVAL)
     return pid
 
 
@@ -178,7 +180,7 @@ def _child(
     report: int,
 ) -> None:
     """In the forked child: set up, exec; never returns."""
-    code = errno.EINVAL
+    code = EINVAL
     try:
         _signal.set_wakeup_fd(-1)
         if new_session:
@@ -191,7 +193,7 @@ def _child(
         posix.closerange(report + 1, max(report + 1, posix.sysconf("SC_OPEN_MAX")))
         _exec_first(argv, candidates, environ)
     except OSError as error:
-        code = error.errno or errno.EINVAL
+        code = error.errno or EINVAL
     finally:
         try:
             posix.write(report, str(code).encode())
@@ -208,7 +210,7 @@ def _exec_first(argv: list[str], candidates: list[bytes], environ: "Mapping[byte
     as execvp and fork_exec do.
     """
     denied: OSError | None = None
-    last: OSError = FileNotFoundError(errno.ENOENT, posix.strerror(errno.ENOENT), argv[0])
+    last: OSError = FileNotFoundError(ENOENT, posix.strerror(ENOENT), argv[0])
     for path in candidates:
         try:
             posix.execve(path, argv, environ)
