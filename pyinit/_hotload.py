@@ -48,7 +48,9 @@ class HotFinder:
             return None
         is_package = entry[0]
         where = f"{self.archive}/{fullname.replace('.', '/')}"
-        origin = where + ("/__init__.py" if is_package else ".py")
+        # .pyc, as zipimport names a module it loads from its .pyc; then
+        # ModuleSpec.cached needs no cache_from_source() (~45 us for all).
+        origin = where + ("/__init__.pyc" if is_package else ".pyc")
         spec = _ModuleSpec(fullname, self, origin=origin)  # type: ignore[arg-type]  # a Loader
         spec.has_location = True
         if is_package:
