@@ -157,13 +157,41 @@ def launcher(table: bytes) -> bytes:
 def hot_table(staging: Path) -> bytes:
     """(pyinit/_hotload.py's code, {"HOT_TABLE": {module: (is package, code)}}),
     marshalled, from the compiled HOT_MODULES in `staging`."""
+    stems = {stem.replace("/", ".").removesuffix(".__init__"): stem for stem in HOT_MODULES}
+    del stems["__main__"]  # the zip's own entry, not a pyinit module
     table = {}
-    for stem in sorted(HOT_MODULES - {"__main__"}):
+    for name in dependency_order(staging, stems):
+        stem = stems[name]
         source = (staging / stem).with_suffix(".py")
-        name = stem.replace("/", ".").removesuffix(".__init__")
         table[name] = (stem.endswith("/__init__"), compile_lean(source, staging))
     loader = compile_lean(staging / "pyinit" / "_hotload.py", staging)
     return marshal.dumps((loader, {"HOT_TABLE": table}))
+
+
+def dependency_order(staging: Path, stems: dict[str, str]) -> list[str]:
+    """The module names of `stems`, each after its parent packages and the hot
+    modules it imports at its top level (what _hotload.preload needs)."""
+    needs: dict[str, list[str]] = {}
+    for name, stem in stems.items():
+        tree = ast.parse((staging / stem).with_suffix(".py").read_bytes())
+        found = [name.rsplit(".", n)[0] for n in range(name.count("."), 0, -1)]
+        for node in tree.body:  # the top level: what runs when the module is imported
+            if isinstance(node, ast.Import):
+                found += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        needs[name] = [dep for dep in found if dep in stems and dep != name]
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name not in order:
+            for dep in needs[name]:
+                visit(dep)
+            order.append(name)
+
+    for name in sorted(stems):
+        visit(name)
+    return order
 
 
 def compile_lean(source: Path, staging: Path) -> CodeType:

@@ -82,6 +82,43 @@ class HotFinder:
         return self._zipimporter().get_data(pathname)
 
 
+def preload(finder: HotFinder) -> None:
+    """Run the hot modules now, in the table's order, without the import system.
+
+    The build orders the table so that each module comes after the hot
+    modules it imports at its top (build_zipapp.dependency_order): their
+    `import` statements then find them done in sys.modules, and the import
+    system's own work for each module (spec, module lock, attributes: ~10 us
+    a module, ~0.12 ms for all) is not done. A module already imported (the
+    order missed a dependency) is skipped; pyinit.__main__, which runs
+    pyinit, is left to the launcher's import.
+    """
+    for name in list(finder.table):
+        if name in sys.modules or name.endswith(".__main__"):
+            continue
+        spec = finder.find_spec(name)
+        assert spec is not None
+        module = type(sys)(name)
+        package = spec.submodule_search_locations
+        attributes = {"__spec__": spec, "__loader__": finder, "__file__": spec.origin}
+        attributes["__cached__"] = spec.origin  # as ModuleSpec.cached gives it (see find_spec)
+        attributes["__package__"] = name if package is not None else name.rpartition(".")[0]
+        if package is not None:
+            attributes["__path__"] = package
+        module.__dict__.update(attributes)
+        sys.modules[name] = module
+        try:
+            finder.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        parent, _, leaf = name.rpartition(".")
+        if parent:
+            setattr(sys.modules[parent], leaf, module)
+
+
 _table = globals().pop("HOT_TABLE", None)
 if _table is not None:  # run by the launcher, with the table: take over the hot modules
-    sys.meta_path.insert(0, HotFinder(sys.path[-1], _table))  # the launcher appended the pyz
+    _finder = HotFinder(sys.path[-1], _table)  # the launcher appended the pyz
+    sys.meta_path.insert(0, _finder)
+    preload(_finder)
