@@ -110,9 +110,9 @@ def exit_now(code: int) -> "NoReturn":
     atexit functions (logging's flush, for JSON logs), then stdout and
     stderr are flushed.
     """
-    import atexit
-
-    atexit._run_exitfuncs()
+    atexit = sys.modules.get("atexit")  # never imported: nothing registered (~20 us saved)
+    if atexit is not None:
+        atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:
