@@ -20,6 +20,8 @@ reused, so a rebuild works offline.
 from __future__ import annotations
 
 import argparse
+import ast
+import marshal
 import os
 import py_compile
 import shutil
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from types import CodeType
 
 ROOT = Path(__file__).resolve().parent
 
@@ -111,32 +114,118 @@ def compile_all(staging: Path) -> None:
         )
 
 
-#: The pyz's first bytes: a /bin/sh launcher, then the zip (zip readers find
-#: the archive from its end, so a prefix is allowed). Started as a program,
-#: the shell execs the interpreter with -I -S on the archive: no `site`, no
-#: `runpy`, no PYTHON* variables, no user site-packages. That is about 40%
-#: of the start-up of `python3 pyinit.pyz` (which still works: the zip's
-#: __main__.py), and it keeps the application's PYTHONPATH out of PID 1.
-#: The shell never reads past the `exec` line. Path made absolute: Python
-#: workers are started with the pyz on their sys.path, from their own cwd.
-LAUNCHER = (
-    b"#!/bin/sh\n"
-    b"# pyinit.pyz: a Python zip application; this line-oriented launcher runs it.\n"
-    b"exec python3 -I -S -c 'import sys, os; sys.path.insert(0, os.path.abspath(sys.argv.pop(1)));"
-    b" import pyinit.__main__' \"$0\" \"$@\"\n"
-)
+#: The pyz's first bytes: a /bin/sh launcher, the hot table (pyinit/_hotload.py),
+#: then the zip (zip readers find the archive from its end, so a prefix is
+#: allowed). Started as a program, the shell execs the interpreter with -I -S
+#: on the archive: no `site`, no `runpy`, no PYTHON* variables, no user
+#: site-packages. That is about 40% of the start-up of `python3 pyinit.pyz`
+#: (which still works: the zip's __main__.py), and it keeps the application's
+#: PYTHONPATH out of PID 1. On the Python the build compiled for, the -c code
+#: then reads the hot table (one pread at a fixed offset) and runs its loader,
+#: so the single-command modules are not imported through zipimport. The
+#: pyz goes last on sys.path, after the standard library: a stdlib import
+#: (`_ctypes`, for the subreaper) then never asks zipimport, whose first look
+#: reads the zip's whole directory (0.5 ms of CPU); the pyz holds no stdlib
+#: name, and its packages' submodules are found through their __path__. No
+#: garbage collection meanwhile, as in pyinit/__main__.py: unmarshalling
+#: creates thousands of objects that all live as long as pyinit.
+#: The shell reads no further than the `exec` command. Path made absolute:
+#: Python workers are started with the pyz on their sys.path, from their own
+#: cwd. `posix`, not `os` (os.path.abspath): see pyinit/core/__init__.py.
+LAUNCHER = """#!/bin/sh
+# pyinit.pyz: a Python zip application; this line-oriented launcher runs it.
+exec python3 -I -S -c 'import sys, posix, marshal, gc
+gc.disable()
+p = sys.argv.pop(1)
+p = p if p[:1] == "/" else posix.getcwd() + "/" + p
+sys.path.append(p)
+if sys.implementation.cache_tag == "{tag}":
+    f = posix.open(p, posix.O_RDONLY | posix.O_CLOEXEC)
+    exec(*marshal.loads(posix.pread(f, {length:10d}, {offset:10d})))
+    posix.close(f)
+import pyinit.__main__' "$0" "$@"
+"""
+
+
+def launcher(table: bytes) -> bytes:
+    """LAUNCHER for a hot table of that many bytes, written right after it."""
+    size = len(LAUNCHER.format(tag=sys.implementation.cache_tag, length=0, offset=0).encode())
+    text = LAUNCHER.format(tag=sys.implementation.cache_tag, length=len(table), offset=size)
+    return text.encode()
+
+
+def hot_table(staging: Path) -> bytes:
+    """(pyinit/_hotload.py's code, {"HOT_TABLE": {module: (is package, code)}}),
+    marshalled, from the compiled HOT_MODULES in `staging`."""
+    stems = {stem.replace("/", ".").removesuffix(".__init__"): stem for stem in HOT_MODULES}
+    del stems["__main__"]  # the zip's own entry, not a pyinit module
+    table = {}
+    for name in dependency_order(staging, stems):
+        stem = stems[name]
+        source = (staging / stem).with_suffix(".py")
+        table[name] = (stem.endswith("/__init__"), compile_lean(source, staging))
+    loader = compile_lean(staging / "pyinit" / "_hotload.py", staging)
+    return marshal.dumps((loader, {"HOT_TABLE": table}))
+
+
+def dependency_order(staging: Path, stems: dict[str, str]) -> list[str]:
+    """The module names of `stems`, each after its parent packages and the hot
+    modules it imports at its top level (what _hotload.preload needs)."""
+    needs: dict[str, list[str]] = {}
+    for name, stem in stems.items():
+        tree = ast.parse((staging / stem).with_suffix(".py").read_bytes())
+        found = [name.rsplit(".", n)[0] for n in range(name.count("."), 0, -1)]
+        for node in tree.body:  # the top level: what runs when the module is imported
+            if isinstance(node, ast.Import):
+                found += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        needs[name] = [dep for dep in found if dep in stems and dep != name]
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name not in order:
+            for dep in needs[name]:
+                visit(dep)
+            order.append(name)
+
+    for name in sorted(stems):
+        visit(name)
+    return order
+
+
+def compile_lean(source: Path, staging: Path) -> CodeType:
+    """`source` compiled without its docstrings (a quarter of the table's
+    bytes, unmarshalled on every start for nothing: no hot module reads
+    __doc__), asserts kept, line numbers unchanged for tracebacks."""
+    tree = ast.parse(source.read_bytes(), str(source))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            body[0] = ast.copy_location(ast.Pass(), body[0])
+    name = source.relative_to(staging).as_posix()
+    return compile(tree, name, "exec", dont_inherit=True)
 
 
 def write_pyz(staging: Path, target: Path) -> None:
-    """The executable zip: the launcher (LAUNCHER), then the archive.
+    """The executable zip: the launcher (LAUNCHER), the hot table, then the archive.
 
     The modules of the single-command path (HOT_MODULES) are stored
-    uncompressed, since they are read on every start-up and inflating them
+    uncompressed in the zip too, for `python3 pyinit.pyz` and other Python
+    versions, since they are read on every start-up and inflating them
     costs more than reading them; everything else (services mode, the
     dependencies) is compressed.
     """
+    table = hot_table(staging)
     with open(target, "wb") as out:
-        out.write(LAUNCHER)
+        out.write(launcher(table))
+        out.write(table)
         with zipfile.ZipFile(out, "w") as archive:
             for path in sorted(staging.rglob("*")):
                 if path.is_dir():

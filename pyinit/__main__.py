@@ -1,7 +1,6 @@
 """Entry point for `python -m pyinit` and for the pyz (`python3 pyinit.pyz`)."""
 
 import gc
-import sys
 
 # No garbage collection during start-up: a full collection triggered by the
 # imports costs more than any module pyinit loads. runner.run() turns it back
@@ -14,4 +13,4 @@ _bootstrap.isolate()
 
 from pyinit.cli import main  # noqa: E402 - only after isolate() has cleaned sys.path
 
-sys.exit(main())
+_bootstrap.exit_now(main())

@@ -7,9 +7,7 @@ init must (`pyinit sh -c '...'` passes `-c` to sh). Options are scanned
 POSIX style: they end at `--` or at the first word that is not an option.
 """
 
-from __future__ import annotations
-
-import os
+import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 import sys
 
 from pyinit import __version__
@@ -125,7 +123,7 @@ class Opt:
         short: str | None,
         long: str,
         variable: str | None,
-        parse: Callable[[str], object] | None,
+        parse: "Callable[[str], object] | None",
         attr: str,
         repeat: bool = False,
         complete: str | tuple[str, ...] = (),
@@ -160,7 +158,7 @@ OPTIONS = (
 )  # fmt: skip
 
 
-def _apply(options: Options, opt: Opt, values: list[str], source: Callable[[str], str]) -> None:
+def _apply(options: Options, opt: "Opt", values: list[str], source: "Callable[[str], str]") -> None:
     """Parse `values` for `opt` and store them; errors name `source(value)`."""
     parsed = []
     for value in values:
@@ -187,7 +185,7 @@ def _scan_argv(argv: list[str]) -> tuple[dict[str, list[str]], set[str], list[st
     values: dict[str, list[str]] = {}
     flags: set[str] = set()
 
-    def take(opt: Opt, value: str | None, index: int, shown: str) -> int:
+    def take(opt: "Opt", value: str | None, index: int, shown: str) -> int:
         if opt.parse is None:
             if value is not None:
                 raise UsageError(f"{shown} takes no value")
@@ -229,7 +227,7 @@ def _scan_argv(argv: list[str]) -> tuple[dict[str, list[str]], set[str], list[st
     return values, flags, []
 
 
-def parse(argv: list[str], environ: Mapping[str, str]) -> tuple[Options, set[str]]:
+def parse(argv: list[str], environ: "Mapping[str, str]") -> tuple[Options, set[str]]:
     """Build Options from argv (without the program name) and the environment.
 
     Returns the options and the set of action flags seen (help, version, check).
@@ -274,7 +272,7 @@ OTHER_VARIABLES = frozenset(
 )
 
 
-def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+def unknown_variables(environ: "Mapping[str, str]") -> list[str]:
     """A warning for each PYINIT_* name pyinit does not know (a typo like
     PYINIT_GRAC would otherwise be ignored in silence), with the closest name."""
     known = {opt.variable for opt in OPTIONS if opt.variable} | OTHER_VARIABLES
@@ -291,11 +289,11 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     return warnings
 
 
-def services_configured(options: Options, environ: Mapping[str, str]) -> bool:
+def services_configured(options: Options, environ: "Mapping[str, str]") -> bool:
     return bool(options.config or environ.get("PYINIT_SERVICES", "").strip())
 
 
-def _flag_source(opt: Opt) -> Callable[[str], str]:
+def _flag_source(opt: "Opt") -> "Callable[[str], str]":
     """How an error names a bad flag value: `--grace abc`.
 
     A value holding a newline or an escape sequence is quoted (repr), so it
@@ -309,13 +307,15 @@ def _shown(word: str) -> str:
     return word if word.isprintable() else repr(word)
 
 
-def _variable_source(opt: Opt) -> Callable[[str], str]:
+def _variable_source(opt: "Opt") -> "Callable[[str], str]":
     """How an error names a bad variable: `PYINIT_GRACE='abc'`."""
     return lambda value: f"{opt.variable}={value!r}"
 
 
 def check(options: Options) -> int:
     """`pyinit --check`: validate the services configuration, print the plan."""
+    import os
+
     from pyinit.config import ConfigError, load
     from pyinit.config.plan_text import format_plan
     from pyinit.core.logs import fatal
@@ -343,6 +343,12 @@ def check(options: Options) -> int:
     return 0
 
 
+def _environ() -> dict[str, str]:
+    """The environment as os.environ has it, without importing os."""
+    encoding = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+    return {k.decode(*encoding): v.decode(*encoding) for k, v in posix.environ.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     """The `pyinit` command. Returns the exit status."""
     import gc
@@ -352,11 +358,14 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["ctl"]:  # reserved word: a program named ctl runs after `--`
+        import os
+
         from pyinit.control.client import main_ctl
 
         return main_ctl(args[1:], os.environ)
+    environ = _environ()
     try:
-        options, flags = parse(args, os.environ)
+        options, flags = parse(args, environ)
     except UsageError as error:
         fatal(str(error))
         return EXIT_USAGE
@@ -376,9 +385,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from pyinit.runner import run
 
-    if not services_configured(options, os.environ):
+    if not services_configured(options, environ):
         return run(options)
     # Services mode: its configuration layer is imported only here.
+    import os
+
     from pyinit.config import ConfigError, load, merge_settings
 
     try:

@@ -188,3 +188,129 @@ def test_single_command_start_up_imports_nothing_heavy(pyz_path):
     ours = imported([str(pyz_path), "--", "true"])
     assert "pyinit.single.command" in ours  # the probe works: it sees pyinit's own modules
     assert (ours - baseline) & HEAVY_MODULES == set()
+
+
+# -- the pyz run as a program: its sh launcher and the hot table (issue 8) ----------------------
+
+
+def _program_env(python_dir: str) -> dict[str, str]:
+    """The environment with `python_dir` first on PATH: the launcher runs `python3` from it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYINIT_", "NOTIFY_SOCKET"))}
+    env["PATH"] = os.pathsep.join([python_dir, env.get("PATH", "/usr/bin:/bin")])
+    return env
+
+
+def _launcher_code(pyz_path) -> str:
+    """The -c program of the pyz's launcher, to run it under `-X importtime`."""
+    head = pyz_path.read_bytes()[:4096].decode("latin-1")
+    start = head.index("-c '") + 4
+    return head[start : head.index('\' "$0"', start)]
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/usr/bin/python3"), reason="needs Debian's /usr/bin/python3"
+)
+def test_pyz_as_a_program_runs_the_command_and_keeps_pythonpath_out(pyz_path, tmp_path):
+    shadow = tmp_path / "app"
+    shadow.mkdir()
+    for name in ("select", "errno", "signal", "posix", "marshal", "pyinit"):
+        (shadow / f"{name}.py").write_text(f"raise SystemExit('shadowed {name}')\n")
+    result = subprocess.run(
+        [str(pyz_path), "--", "sh", "-c", "exit 7"],
+        cwd=str(tmp_path),
+        env={**_program_env("/usr/bin"), "PYTHONPATH": str(shadow)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 7, result.stderr
+    assert "shadowed" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/usr/bin/python3"), reason="needs Debian's /usr/bin/python3"
+)
+def test_pyz_as_a_program_reports_a_missing_command_from_a_relative_path(pyz_path, tmp_path):
+    """The launcher makes $0 absolute without os.path: a relative pyz path must work."""
+    local = tmp_path / "pyinit.pyz"
+    local.write_bytes(pyz_path.read_bytes())
+    local.chmod(0o755)
+    result = subprocess.run(
+        ["./pyinit.pyz", "--", "no-such-command-pyinit-test"],
+        cwd=str(tmp_path),
+        env=_program_env("/usr/bin"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 127, result.stderr
+    assert result.stderr == "pyinit: no-such-command-pyinit-test: No such file or directory\n"
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/usr/bin/python3"), reason="needs Debian's /usr/bin/python3"
+)
+def test_pyz_as_a_program_imports_neither_os_nor_its_modules_from_the_zip(pyz_path):
+    """`pyinit -- true` started as the program: 1 ms of `os` and ~0.5 ms of
+    zipimport were most of what pyinit added to the interpreter's start-up."""
+    code = _launcher_code(pyz_path)
+    probe = code.replace(
+        "import pyinit.__main__",
+        "import pyinit.runner, pyinit.cli\n"
+        "print(type(sys.modules['pyinit.single.command'].__loader__).__name__)",
+    )
+    assert probe != code, "the launcher no longer ends with `import pyinit.__main__`"
+    shown = subprocess.run(
+        ["/usr/bin/python3", "-I", "-S", "-c", probe, str(pyz_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert shown.stdout.strip() == "HotFinder", shown.stderr
+    done = subprocess.run(
+        [
+            "/usr/bin/python3",
+            "-X",
+            "importtime",
+            "-I",
+            "-S",
+            "-c",
+            code,
+            str(pyz_path),
+            "--",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "_posixsubprocess" in imported  # the probe sees the run (pyinit spawned `true`)
+    assert imported & {"os", "_collections_abc", "posixpath", "zipfile", "__future__"} == set()
+
+
+OTHER_PYTHONS = sorted(
+    str(p.parent)
+    for p in __import__("pathlib").Path("/root/.pyenv/versions").glob("3.1[2-9]*/bin/python3")
+)
+
+
+@pytest.mark.skipif(not OTHER_PYTHONS, reason="needs a Python 3.12+ (pyenv) besides the build's")
+def test_pyz_as_a_program_on_another_python_version_imports_from_the_zip(pyz_path, tmp_path):
+    """The hot table holds 3.11 code objects: another version must skip it
+    and compile the .py files of the zip (the images' Python varies)."""
+    result = subprocess.run(
+        [str(pyz_path), "--", "sh", "-c", "exit 5"],
+        cwd=str(tmp_path),
+        env=_program_env(OTHER_PYTHONS[-1]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 5, result.stderr
+    assert "Traceback" not in result.stderr

@@ -26,10 +26,7 @@ would make *their* writes fail with EAGAIN). A line that cannot be written
 now is dropped and counted, and the count is said once writing works again.
 """
 
-from __future__ import annotations
-
-import os
-import stat
+import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 import sys
 import time
 
@@ -43,7 +40,10 @@ LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 FORMATS = ("text", "json", "logfmt")
 #: The keys every JSON or logfmt record starts with, pyinit's and services' alike.
 RECORD_KEYS = ("time", "level", "source", "stream", "message")
-_DEV_NULL = os.makedev(1, 3)
+_DEV_NULL = posix.makedev(1, 3)
+# File types from st_mode (stat.S_IFMT and friends, without importing stat
+# or _stat: ~30 us of start-up for three numbers).
+_S_IFMT, _S_IFIFO, _S_IFCHR = 0o170000, 0o010000, 0o020000
 _UNSUPPORTED = frozenset({95, 22, 29})  # EOPNOTSUPP, EINVAL, ESPIPE: no RWF_NOWAIT here
 
 
@@ -65,25 +65,26 @@ class Sink:
         self._waiters: list[Callable[[], None]] = []
         self._loop: Loop | None = None
         try:
-            info = os.fstat(fd)
+            info = posix.fstat(fd)
         except OSError:
             return
         mode = info.st_mode
-        if info.st_rdev == _DEV_NULL and stat.S_ISCHR(mode):
+        kind = mode & _S_IFMT
+        if info.st_rdev == _DEV_NULL and kind == _S_IFCHR:
             return  # never blocks: no descriptor spent on it
-        if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
-            flags = os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+        if kind in (_S_IFIFO, _S_IFCHR):
+            flags = posix.O_WRONLY | posix.O_NONBLOCK | posix.O_CLOEXEC | posix.O_NOCTTY
             try:
-                self.fd = os.open(f"/proc/self/fd/{fd}", flags)
+                self.fd = posix.open(f"/proc/self/fd/{fd}", flags)
             except OSError:
-                self._nowait = stat.S_ISFIFO(mode)
+                self._nowait = kind == _S_IFIFO
 
     def write(self, data: bytes | memoryview) -> int | None:
         """Write what fits now; None if nothing does. Raises OSError (EPIPE...)."""
         try:
             if self._nowait:
-                return os.pwritev(self.fd, [data], -1, os.RWF_NOWAIT)
-            return os.write(self.fd, data)
+                return posix.pwritev(self.fd, [data], -1, posix.RWF_NOWAIT)
+            return posix.write(self.fd, data)
         except BlockingIOError:
             return None
         except BrokenPipeError:
@@ -97,7 +98,7 @@ class Sink:
                 return self.write(data)
             raise
 
-    def when_writable(self, loop: Loop, callback: Callable[[], None]) -> None:
+    def when_writable(self, loop: "Loop", callback: "Callable[[], None]") -> None:
         """Call `callback` once, when the fd can take more (shared by all relays)."""
         self._waiters.append(callback)
         if self._loop is None:
@@ -113,10 +114,10 @@ class Sink:
             callback()
 
 
-_sinks: dict[int, Sink] = {}
+_sinks: "dict[int, Sink]" = {}
 
 
-def sink(fd: int) -> Sink:
+def sink(fd: int) -> "Sink":
     """The one Sink for our fd 1 or 2 (opened on first use, then shared)."""
     found = _sinks.get(fd)
     if found is None:
@@ -323,6 +324,6 @@ def fatal(message: str) -> None:
     """The one-line usage/config error format: `pyinit: error: ...`."""
     message = message.replace("\r", "\\r").replace("\n", "\\n")
     try:
-        os.write(2, f"pyinit: error: {message}\n".encode("utf-8", "backslashreplace"))
+        posix.write(2, f"pyinit: error: {message}\n".encode("utf-8", "backslashreplace"))
     except OSError:
         pass

@@ -12,9 +12,7 @@ the loop goes on: PID 1 must not die of one bad callback.
 epoll is what it would pick on Linux anyway.
 """
 
-from __future__ import annotations
-
-import heapq
+import _heapq as heapq  # the C module: heapq.py costs ~0.15 ms to import for the same functions
 import select
 import time
 
@@ -33,7 +31,7 @@ class Timer:
 
     __slots__ = ("when", "callback", "cancelled")
 
-    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+    def __init__(self, when: float, callback: "Callable[[], None]") -> None:
         self.when = when
         self.callback = callback
         self.cancelled = False
@@ -41,14 +39,14 @@ class Timer:
     def cancel(self) -> None:
         self.cancelled = True
 
-    def __lt__(self, other: Timer) -> bool:
+    def __lt__(self, other: "Timer") -> bool:
         return self.when < other.when
 
 
 class Loop:
     """One thread, one epoll, one timer heap. Times are `time.monotonic()`."""
 
-    def __init__(self, log: Log) -> None:
+    def __init__(self, log: "Log") -> None:
         self._log = log
         self._epoll = select.epoll()
         self._readers: dict[int, Callable[[], None]] = {}
@@ -56,7 +54,7 @@ class Loop:
         self._timers: list[Timer] = []
         self.stopped = False
 
-    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+    def add_reader(self, fd: int, callback: "Callable[[], None]") -> None:
         self._readers[fd] = callback
         self._update(fd)
 
@@ -64,7 +62,7 @@ class Loop:
         if self._readers.pop(fd, None) is not None:
             self._update(fd)
 
-    def add_writer(self, fd: int, callback: Callable[[], None]) -> None:
+    def add_writer(self, fd: int, callback: "Callable[[], None]") -> None:
         """Call `callback` when `fd` is writable (a non-blocking connect done,
         or room again on a full stdout: output relays wait this way, never in
         a blocking write)."""
@@ -91,12 +89,12 @@ class Loop:
         except (FileNotFoundError, OSError):
             pass  # already closed (epoll forgets closed fds by itself)
 
-    def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
+    def call_at(self, when: float, callback: "Callable[[], None]") -> "Timer":
         timer = Timer(when, callback)
         heapq.heappush(self._timers, timer)
         return timer
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+    def call_later(self, delay: float, callback: "Callable[[], None]") -> "Timer":
         return self.call_at(time.monotonic() + delay, callback)
 
     def stop(self) -> None:
@@ -150,7 +148,7 @@ class Loop:
             if not timer.cancelled:
                 self._guarded(timer.callback)
 
-    def _guarded(self, callback: Callable[[], None]) -> None:
+    def _guarded(self, callback: "Callable[[], None]") -> None:
         try:
             callback()
         except Exception:

@@ -6,9 +6,7 @@ would cost more than the rest of pyinit together. Classes with `__slots__`
 give the same safety against typos.
 """
 
-from __future__ import annotations
-
-import os
+import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 
 DEFAULT_GRACE = 10.0
 #: After SIGKILL, how long to wait for the kernel before giving up on a
@@ -71,11 +69,11 @@ class ExitStatus:
         self.core_dumped = core_dumped
 
     @classmethod
-    def from_wait_status(cls, status: int) -> ExitStatus:
-        if os.WIFSIGNALED(status):
-            return cls(None, os.WTERMSIG(status), os.WCOREDUMP(status))
+    def from_wait_status(cls, status: int) -> "ExitStatus":
+        if posix.WIFSIGNALED(status):
+            return cls(None, posix.WTERMSIG(status), posix.WCOREDUMP(status))
         # WIFEXITED is the only other case waitpid() reports without WUNTRACED.
-        return cls(os.WEXITSTATUS(status), None)
+        return cls(posix.WEXITSTATUS(status), None)
 
     @property
     def shell_code(self) -> int:

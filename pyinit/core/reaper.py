@@ -5,9 +5,7 @@ One reaper for the whole process. Once anything calls `waitpid(-1)`,
 here as exit 0), so nothing in pyinit uses them.
 """
 
-from __future__ import annotations
-
-import os
+import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 
 from pyinit.core.model import ExitStatus
 
@@ -29,8 +27,8 @@ def reap_raw() -> list[tuple[int, int]]:
     """`reap()` with raw wait statuses: the per-orphan path of a zombie storm
     builds no object it does not need (issue 7, item 28)."""
     reaped = []
-    waitpid = os.waitpid
-    nohang = os.WNOHANG
+    waitpid = posix.waitpid
+    nohang = posix.WNOHANG
     while True:
         try:
             pid, status = waitpid(-1, nohang)
@@ -49,7 +47,7 @@ def has_children() -> bool:
     ours, so "no children" means "no descendants" without reading /proc.
     """
     try:
-        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        posix.waitid(posix.P_ALL, 0, posix.WEXITED | posix.WNOHANG | posix.WNOWAIT)
     except ChildProcessError:
         return False
     return True
@@ -69,7 +67,7 @@ def descendants(root: int) -> list[int]:
     """
     children: dict[int, list[int]] = {}
     try:
-        names = os.listdir("/proc")
+        names = posix.listdir("/proc")
     except OSError as error:
         raise ProcUnreadable(error.errno, f"cannot list /proc: {error.strerror}") from None
     if "self" not in names:
@@ -100,21 +98,21 @@ def signal_descendants(signum: int) -> int:
 
     As PID 1, `kill(-1, signum)` reaches every process of the namespace but
     ourselves, with no /proc needed: returns 1 if it reached any, 0 if none
-    is left (ESRCH). Otherwise each pid of `descendants(os.getpid())` is
+    is left (ESRCH). Otherwise each pid of `descendants(posix.getpid())` is
     signalled; raises ProcUnreadable when /proc cannot be listed.
     """
-    if os.getpid() == 1:
+    if posix.getpid() == 1:
         try:
-            os.kill(-1, signum)
+            posix.kill(-1, signum)
         except ProcessLookupError:
             return 0
         except PermissionError:
             return 1  # someone is there, and we may not signal them
         return 1
     reached = 0
-    for pid in descendants(os.getpid()):
+    for pid in descendants(posix.getpid()):
         try:
-            os.kill(pid, signum)
+            posix.kill(pid, signum)
             reached += 1
         except (ProcessLookupError, PermissionError):
             pass
@@ -125,29 +123,24 @@ def _prctl(option: int, arg: int) -> None:
     """prctl(2) through `_ctypes`, the C half of ctypes.
 
     The standard library has no prctl. `import ctypes` costs ~1.4 ms (it
-    builds dozens of types at import), `_ctypes` a third of that, and prctl
-    needs only an int and an unsigned long; these are the same three calls
-    ctypes itself makes. Imported here, not at the top: as PID 1 (the
-    container case) pyinit needs no prctl and start-up skips it entirely.
+    builds dozens of types at import), `_ctypes` a third of that. Imported
+    here, not at the top: as PID 1 (the container case) pyinit needs no
+    prctl and start-up skips it entirely. One function type and no argument
+    types (each ctypes type costs 15-35 us to create): without a restype the
+    call returns a C int, and Python ints go as C ints, which libffi widens
+    to the 64-bit registers prctl's variadic arguments are read from
+    (x86_64 and aarch64), so small non-negative values arrive unchanged.
     """
     import _ctypes
 
-    class CInt(_ctypes._SimpleCData):  # type: ignore[type-arg]
-        _type_ = "i"
-
-    class CULong(_ctypes._SimpleCData):  # type: ignore[type-arg]
-        _type_ = "L"
-
     class Function(_ctypes.CFuncPtr):
         _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-        _restype_ = CInt
 
-    libc = _ctypes.dlopen(None, os.RTLD_NOW)  # type: ignore[arg-type]  # None: the process itself
+    libc = _ctypes.dlopen(None, posix.RTLD_NOW)  # type: ignore[arg-type]  # None: the process itself
     prctl = Function(_ctypes.dlsym(libc, "prctl"))
-    prctl.argtypes = (CInt, CULong, CULong, CULong, CULong)
     if prctl(option, arg, 0, 0, 0) != 0:
         errno = _ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
+        raise OSError(errno, posix.strerror(errno))
 
 
 def become_subreaper() -> None:

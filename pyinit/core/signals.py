@@ -57,10 +57,8 @@ builds `enum` classes at import time, about 3 ms of start-up, a quarter of
 pyinit's budget.
 """
 
-from __future__ import annotations
-
 import _signal
-import os
+import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 
 SIGCHLD = _signal.SIGCHLD
 SIGCONT = _signal.SIGCONT
@@ -128,9 +126,8 @@ def install_wakeup() -> int:
     exists is already waiting in the pipe when the loop starts reading.
     """
     global original_mask, caught, _write_fd
-    read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    read_fd, write_fd = posix.pipe2(posix.O_NONBLOCK | posix.O_CLOEXEC)
     _write_fd = write_fd
-    _grow_pipe(write_fd)
     _signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     handled = []
     for signum in catchable_signals():
@@ -148,15 +145,26 @@ def install_wakeup() -> int:
     return read_fd
 
 
-def _grow_pipe(fd: int) -> None:
-    """Make the wakeup pipe as large as the system allows (else keep 64 KiB)."""
+def grow_wakeup_pipe() -> None:
+    """Make the wakeup pipe as large as the system allows (else keep 64 KiB).
+
+    Called once the command runs (runner), not in install_wakeup(): it costs
+    ~0.15 ms (reading the limit, fcntl's import, the kernel's resize), which
+    then overlaps the command's own start instead of delaying it. Until then
+    the default 64 KiB holds 65,536 signals, and the overflow defence above
+    applies all the same.
+    """
     global _capacity
     try:
-        with open("/proc/sys/fs/pipe-max-size", "rb") as f:
-            size = int(f.read())
+        # posix.open, not open(): no buffered file object for 8 bytes.
+        fd = posix.open("/proc/sys/fs/pipe-max-size", posix.O_RDONLY | posix.O_CLOEXEC)
+        try:
+            size = int(posix.read(fd, 32))
+        finally:
+            posix.close(fd)
         import fcntl  # a small C module; F_SETPIPE_SZ has no `os` spelling
 
-        _capacity = fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+        _capacity = fcntl.fcntl(_write_fd, F_SETPIPE_SZ, size)
     except (OSError, ValueError):
         pass  # no /proc, or a size we may not set: the 64 KiB default
 
@@ -172,7 +180,7 @@ def read_wakeup(fd: int) -> bytes:
     total = 0
     while True:
         try:
-            chunk = os.read(fd, READ_SIZE)
+            chunk = posix.read(fd, READ_SIZE)
         except BlockingIOError:
             break
         if not chunk:
@@ -197,7 +205,7 @@ def read_wakeup(fd: int) -> bytes:
         # is clean, the episode ends).
         _rechecking = True
         try:
-            os.write(_write_fd, b"\0")
+            posix.write(_write_fd, b"\0")
         except OSError:
             pass  # full again: it will wake us anyway
     else:
@@ -258,9 +266,9 @@ def send(pid: int, signum: int, *, group: bool = False) -> None:
         return
     try:
         if group:
-            os.killpg(pid, signum)
+            posix.killpg(pid, signum)
         else:
-            os.kill(pid, signum)
+            posix.kill(pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
     except BlockingIOError:

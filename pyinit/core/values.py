@@ -7,8 +7,6 @@ raises ValueError with a message that names what was expected and quotes
 what was given. On the single-command path, so no `re` here.
 """
 
-from __future__ import annotations
-
 from pyinit.core.signals import parse_signal
 
 TYPE_CHECKING = False
@@ -59,7 +57,7 @@ def parse_exit_code(text: str) -> int:
     return int(word)
 
 
-def parse_choice(*choices: str) -> Callable[[str], str]:
+def parse_choice(*choices: str) -> "Callable[[str], str]":
     """A parser that accepts one of `choices` (case-insensitive)."""
 
     def parse(text: str) -> str:

@@ -27,9 +27,7 @@ reap. Group members that outlive their parent are reparented to pyinit (PID
 is needed.
 """
 
-from __future__ import annotations
-
-import os
+import posix  # os without its ~1 ms of imports: see pyinit/core/__init__.py
 import time
 
 from pyinit.core import reaper, signals
@@ -49,7 +47,7 @@ WAIT_REPORT_SECONDS = 1.0
 class CommandSupervisor:
     """Runs COMMAND, forwards signals to it, and decides pyinit's exit status."""
 
-    def __init__(self, options: Options, loop: Loop, log: Log) -> None:
+    def __init__(self, options: Options, loop: "Loop", log: "Log") -> None:
         self.options = options
         self.loop = loop
         self.log = log
@@ -78,13 +76,15 @@ class CommandSupervisor:
         """
         argv = self.options.command
         env = None
-        if "NOTIFY_SOCKET" in os.environ:
+        if b"NOTIFY_SOCKET" in posix.environ:  # bytes: the os-less view (core/__init__)
+            import os
+
             from pyinit.core.notify import Upstream
 
             self.upstream = Upstream.from_environ(os.environ)
             env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
         new_session = not self.options.single_child
-        take_tty = new_session and os.isatty(0)
+        take_tty = new_session and posix.isatty(0)
         if take_tty:
             from pyinit.core.spawn import release_terminal
 
@@ -146,7 +146,7 @@ class CommandSupervisor:
         if job_control:
             # Stop ourselves as the shell asked; SIGCONT resumes us and is
             # then forwarded. As PID 1 the kernel ignores this, as it should.
-            os.kill(os.getpid(), signals.SIGSTOP)
+            posix.kill(posix.getpid(), signals.SIGSTOP)
 
     def _send(self, signum: int) -> None:
         """Signal the child's group, or the child alone with --single-child."""
@@ -222,7 +222,7 @@ class CommandSupervisor:
 
     def _group_alive(self) -> bool:
         try:
-            os.killpg(self.pid, 0)
+            posix.killpg(self.pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
@@ -254,7 +254,7 @@ class CommandSupervisor:
     def _still_running(self) -> str:
         """`'app' (pid 7) and 2 other process(es)`, from /proc when it can be read."""
         try:
-            others = len(reaper.descendants(os.getpid())) - (self.status is None)
+            others = len(reaper.descendants(posix.getpid())) - (self.status is None)
         except reaper.ProcUnreadable:
             others = -1  # unknown
         if self.status is None:
