@@ -312,37 +312,6 @@ def _variable_source(opt: "Opt") -> "Callable[[str], str]":
     return lambda value: f"{opt.variable}={value!r}"
 
 
-def check(options: Options) -> int:
-    """`pyinit --check`: validate the services configuration, print the plan."""
-    import os
-
-    from pyinit.config import ConfigError, load
-    from pyinit.config.plan_text import format_plan
-    from pyinit.core.logs import fatal
-    from pyinit.python.imports import first_import_error
-
-    for warning in options.warnings:
-        sys.stderr.write(f"pyinit: warning: {warning}\n")
-    try:
-        config = load(
-            os.environ,
-            options.config,
-            allow_empty=bool(options.command),
-            log_format=options.log_format if "log_format" in options.explicit else None,
-        )
-    except ConfigError as error:
-        fatal(str(error))
-        return EXIT_USAGE
-    problem = first_import_error(config)  # py: classes, imported as a worker would
-    if problem:
-        fatal(problem)
-        return EXIT_USAGE
-    if options.command:
-        sys.stdout.write(f"main command: {' '.join(options.command)}\n")
-    sys.stdout.write(format_plan(config) + "\n")
-    return 0
-
-
 def _environ() -> dict[str, str]:
     """The environment as os.environ has it, without importing os."""
     encoding = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
@@ -381,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(script(options.completion or "bash", OPTIONS, HELP))
         return 0
     if "check" in flags:
+        from pyinit.services_entry import check
+
         return check(options)
 
     from pyinit.runner import run
@@ -388,21 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     if not services_configured(options, environ):
         return run(options)
     # Services mode: its configuration layer is imported only here.
-    import os
+    from pyinit.services_entry import load_config
 
-    from pyinit.config import ConfigError, load, merge_settings
-
-    try:
-        config = load(
-            os.environ,
-            options.config,
-            allow_empty=bool(options.command),
-            log_format=options.log_format if "log_format" in options.explicit else None,
-        )
-    except ConfigError as error:
-        fatal(str(error))
+    config = load_config(options, verbose="verbose" in flags)
+    if config is None:
         return EXIT_USAGE
-    if "verbose" in flags:
-        options.explicit.add("log_level")  # -v is a flag: it wins over the file
-    merge_settings(options, config.settings)
     return run(options, config)

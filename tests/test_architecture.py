@@ -44,16 +44,19 @@ LAYERS: dict[str, frozenset[str]] = {
 #: Modules outside the layer packages, by layer.
 TOP_LEVEL = {
     "pyinit._bootstrap": "bootstrap",
+    "pyinit._hotload": "bootstrap",
     "pyinit": "entry",
     "pyinit.__main__": "entry",
     "pyinit.cli": "entry",
     "pyinit.runner": "entry",
     "pyinit.oslo_config_glue": "entry",
     "pyinit.completion": "entry",
+    "pyinit.services_entry": "entry",
 }
 #: What `pyinit -- CMD` may import: these modules and the packages below.
 SINGLE_PATH_MODULES = frozenset(
-    {"pyinit", "pyinit.__main__", "pyinit.cli", "pyinit.runner", "pyinit._bootstrap"}
+    {"pyinit", "pyinit.__main__", "pyinit.cli", "pyinit.runner", "pyinit._bootstrap",
+     "pyinit._hotload"}
 )
 SINGLE_PATH_PACKAGES = ("pyinit.core", "pyinit.single")
 
