@@ -96,7 +96,7 @@ def parse_pdeathsig(text: str) -> int:
 
 
 def parse_health_port(text: str) -> tuple[str, int]:
-    from pyinit.control.server import parse_health_port as parse
+    from pyinit.control.health import parse_health_port as parse
 
     return parse(text)
 
@@ -303,9 +303,9 @@ def _variable_source(opt: Opt) -> Callable[[str], str]:
 def check(options: Options) -> int:
     """`pyinit --check`: validate the services configuration, print the plan."""
     from pyinit.config import ConfigError, load
-    from pyinit.config.imports import first_import_error
     from pyinit.config.model import format_plan
     from pyinit.core.logs import fatal
+    from pyinit.python.imports import first_import_error
 
     for warning in options.warnings:
         sys.stderr.write(f"pyinit: warning: {warning}\n")

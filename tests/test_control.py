@@ -4,7 +4,7 @@ The server runs on a real `Loop`, driven from the test by `run_until`; the
 client is the real `main_ctl` in its own process (exit status, stdout and
 stderr as a user sees them), or a raw socket when a test needs to misbehave.
 `FakeControlled` stands in for the supervisor: it is the policy interface
-(`control.Controlled`), not `os`, so faking it keeps the no-mocks rule.
+(`listener.Controlled`), not `os`, so faking it keeps the no-mocks rule.
 """
 
 from __future__ import annotations
@@ -26,15 +26,13 @@ from pathlib import Path
 
 import pytest
 
+from pyinit.control import health as health_port
+from pyinit.control import listener, usage
 from pyinit.control import server as control
 from pyinit.control.client import ClientError, find_socket, request
+from pyinit.control.health import HealthServer, parse_health_port
 from pyinit.control.protocol import REQUEST_LIMIT, default_socket_path, socket_candidates, synopsis
-from pyinit.control.server import (
-    ControlError,
-    ControlServer,
-    HealthServer,
-    parse_health_port,
-)
+from pyinit.control.server import ControlError, ControlServer
 from pyinit.core.logs import Log
 from pyinit.core.loop import Loop
 
@@ -61,7 +59,7 @@ class RecordingLog(Log):
 
 
 class FakeControlled:
-    """The supervisor's side of `control.Controlled`, recording what it was asked."""
+    """The supervisor's side of `listener.Controlled`, recording what it was asked."""
 
     def __init__(self, workers: dict[str, int] | None = None) -> None:
         self.services = workers if workers is not None else {"web": 2, "db": 1}
@@ -338,7 +336,7 @@ def test_status_json_carries_rss_bytes_and_cpu_seconds(loop: Loop, server: Contr
     web0 = rows[0]
     assert web0["pid"] == os.getpid() and web0["ready"] is True
     assert web0["last_exit"] is None and web0["uptime"] == 3725.5
-    rss, cpu = control.usage_from_proc(os.getpid())
+    rss, cpu = usage.usage_from_proc(os.getpid())
     assert rss is not None and cpu is not None
     assert isinstance(web0["rss"], int) and abs(web0["rss"] - rss) < 64 << 20
     assert isinstance(web0["cpu"], float) and 0 < web0["cpu"] <= cpu + 1
@@ -600,7 +598,7 @@ def test_a_flood_of_connections_is_capped(
     loop: Loop, short_dir: Path, controlled: FakeControlled, log: RecordingLog
 ) -> None:
     srv = ControlServer(loop, str(short_dir / "flood" / "ctl.sock"), controlled, log, timeout=10)
-    clients = [RawClient(srv.path) for _ in range(control.MAX_CONNECTIONS + 10)]
+    clients = [RawClient(srv.path) for _ in range(listener.MAX_CONNECTIONS + 10)]
     try:
         run_until(
             loop,
@@ -608,7 +606,7 @@ def test_a_flood_of_connections_is_capped(
             5,
             "connections over the cap closed at once",
         )
-        assert len(srv.connections) == control.MAX_CONNECTIONS
+        assert len(srv.connections) == listener.MAX_CONNECTIONS
         for client in clients:
             client.close()
         run_until(loop, lambda: not srv.connections, 5, "closed connections forgotten")
@@ -663,17 +661,17 @@ def test_proc_fallback_agrees_with_psutil() -> None:
     busy = "import sys; sum(range(10**7)); sys.stdin.read()"  # some CPU time, then wait
     child = subprocess.Popen([sys.executable, "-c", busy], stdin=subprocess.PIPE)
     try:
-        rss, cpu = control.usage_from_proc(child.pid)
+        rss, cpu = usage.usage_from_proc(child.pid)
         info = psutil.Process(child.pid)
         assert rss is not None and abs(rss - info.memory_info().rss) < 1 << 20
         times = info.cpu_times()
         assert cpu is not None and abs(cpu - (times.user + times.system)) < 0.5
-        assert control.process_usage(child.pid)[0] is not None
+        assert usage.process_usage(child.pid)[0] is not None
     finally:
         child.kill()
         child.wait()
-    assert control.usage_from_proc(child.pid) == (None, None)  # gone
-    assert control.process_usage(0) == (None, None)
+    assert usage.usage_from_proc(child.pid) == (None, None)  # gone
+    assert usage.process_usage(0) == (None, None)
 
 
 # -- the health port --------------------------------------------------------------------------
@@ -738,7 +736,7 @@ def test_health_bad_requests_get_400(loop: Loop, health: HealthServer, payload: 
 def test_health_slow_and_oversized_clients_do_not_hurt(loop: Loop, health: HealthServer) -> None:
     silent = RawClient(("127.0.0.1", health.port))
     big = RawClient(("127.0.0.1", health.port))
-    big.send(b"GET /healthz HTTP/1.1\r\n" + b"X-Junk: " + b"a" * control.HTTP_LIMIT)
+    big.send(b"GET /healthz HTTP/1.1\r\n" + b"X-Junk: " + b"a" * health_port.HTTP_LIMIT)
     run_until(loop, big.done, 5, "the oversized request refused")
     assert big.received.startswith(b"HTTP/1.0 400 ")
     assert http_get(loop, health.port, "/healthz") == (200, "ok\n")

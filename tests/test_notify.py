@@ -40,10 +40,10 @@ from support.helpers import kill_quietly, wait_until
 
 from pyinit.core.logs import Log
 from pyinit.core.loop import Loop
-from pyinit.core.notify import (
+from pyinit.core.notify import Upstream
+from pyinit.supervise.notify_socket import (
     MAX_DATAGRAM,
     Downstream,
-    Upstream,
     default_directory,
     default_notify_path,
     parse_message,

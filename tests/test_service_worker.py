@@ -1,4 +1,4 @@
-"""The child side of Python services: `pyinit.python.worker.command_line()` and its worker.
+"""The child side of Python services: `pyinit.python.command.command_line()` and its worker.
 
 Every test runs a real worker process from the command line the supervisor
 would spawn, with the example classes of tests/support/services_examples.py
@@ -33,18 +33,15 @@ from support.helpers import (
 )
 
 import pyinit
-from pyinit.python.worker import (
+from pyinit.python.command import (
     BOOTSTRAP,
     ENV_SERVICE_ARGS,
     ENV_SERVICE_NAME,
     ENV_WORKER_ID,
-    USEC_INFINITY,
-    Worker,
-    _parse_interval,
-    _Periodic,
     command_line,
-    exit_code,
 )
+from pyinit.python.shapes import Periodic, parse_interval
+from pyinit.python.worker import USEC_INFINITY, Worker, exit_code
 
 StartWorker = Callable[..., InitProcess]
 
@@ -395,12 +392,12 @@ def test_periodic_job_exception_is_logged_and_the_schedule_goes_on(
 
 
 def test_interval_forms() -> None:
-    assert _parse_interval(2) == (2.0, None)
-    assert _parse_interval("0.5") == (0.5, None)
-    assert _parse_interval("*/5 * * * *") == (None, "*/5 * * * *")
+    assert parse_interval(2) == (2.0, None)
+    assert parse_interval("0.5") == (0.5, None)
+    assert parse_interval("*/5 * * * *") == (None, "*/5 * * * *")
     for bad in (0, -1, True, "every day", "* * * *", None):
         with pytest.raises(ValueError):
-            _parse_interval(bad)
+            parse_interval(bad)
 
 
 def test_cron_schedule_waits_for_the_next_matching_minute() -> None:
@@ -410,7 +407,7 @@ def test_cron_schedule_waits_for_the_next_matching_minute() -> None:
         def job(self) -> None:
             pass
 
-    shape = _Periodic(Worker("cron", 0, "x:Hourly", (), {}), Hourly())
+    shape = Periodic(Worker("cron", 0, "x:Hourly", (), {}), Hourly())
     shape.start()
     delay = shape.timeout()
     assert delay is not None
@@ -434,7 +431,7 @@ def pyz_command_line(pyz: Path, target: str) -> tuple[list[str], dict[str, str]]
     python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
     program = (
         "import json, sys; sys.path.insert(0, sys.argv[1]);"
-        " import pyinit, pyinit.python.worker as w;"
+        " import pyinit, pyinit.python.command as w;"
         "print(json.dumps([pyinit.__file__, w.command_line(sys.argv[2], 'imports', 0, (), {})]))"
     )
     done = subprocess.run(

@@ -20,7 +20,8 @@ import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pyinit.config.build import NAME, SERVICE_KEYS, build_service
+from pyinit.config.build import SERVICE_KEYS, build_service
+from pyinit.config.convert import NAME
 from pyinit.config.errors import ConfigError, Invalid, Parsed, did_you_mean
 from pyinit.core.values import is_digits, parse_bool, read_digits
 

@@ -4,10 +4,12 @@ The public entry points (`load`, `parse_config`, `parse_services`,
 `load_toml`, `ConfigError`) and the checks across services live here; the
 rest is split by job:
 
-    config_compact.py  the PYINIT_SERVICES grammar (entries, options, quoting)
-    config_toml.py     the TOML file: reading, tomllib errors, key -> line
-    config_values.py   one builder for both forms: a TOML-shaped table -> ServiceSpec
-    config_errors.py   ConfigError, and where a service was written (its source)
+    compact.py    the PYINIT_SERVICES grammar (entries, options, quoting)
+    toml_file.py  the TOML file: reading, tomllib errors, key -> line
+    build.py      one builder for both forms: a TOML-shaped table -> ServiceSpec
+    convert.py    the value converters the builder uses (one value -> model value)
+    errors.py     ConfigError, and where a service was written (its source)
+    model.py      the frozen model itself; reload_plan.py diffs two of them
 
 Both forms end in the same place. The compact form is lexed into the same
 shape tomllib gives for a `[services.NAME]` table (strings, ints, bools,
@@ -44,8 +46,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from pyinit.config.build import BACKOFF_KEYS, READY_TABLE_KEYS, SERVICE_KEYS, SETTINGS_KEYS
+from pyinit.config.build import SERVICE_KEYS, SETTINGS_KEYS
 from pyinit.config.compact import parse_compact
+from pyinit.config.convert import BACKOFF_KEYS, READY_TABLE_KEYS
 from pyinit.config.errors import ConfigError, Parsed, did_you_mean
 from pyinit.config.model import Config, ServiceSpec, Settings, find_cycle
 from pyinit.config.toml_file import parse_toml, read_file

@@ -21,14 +21,8 @@ import re
 import stat
 from dataclasses import dataclass
 
-from pyinit.config.build import (
-    NAME,
-    SERVICE_KEYS,
-    SETTINGS_KEYS,
-    build_service,
-    build_settings,
-    type_name,
-)
+from pyinit.config.build import SERVICE_KEYS, SETTINGS_KEYS, build_service, build_settings
+from pyinit.config.convert import NAME, type_name
 from pyinit.config.errors import ConfigError, Invalid, Parsed, did_you_mean
 from pyinit.config.model import Settings
 
@@ -117,7 +111,7 @@ _TOML_ERROR = re.compile(r"^(?P<msg>.*?) \(at line (?P<line>\d+), column (?P<col
 
 def parse_toml(text: str, path: str) -> tuple[Settings, list[Parsed]]:
     """The [pyinit] settings and every [services.NAME] table, in file order."""
-    import tomllib
+    import tomllib  # ~2 ms, only paid when there is a file (PYINIT_SERVICES needs none)
 
     try:
         document = tomllib.loads(text)

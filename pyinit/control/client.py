@@ -1,6 +1,6 @@
-"""`pyinit ctl`: the client of the control socket (the server is control.py).
+"""`pyinit ctl`: the client of the control socket (the server is server.py).
 
-One request per run, in the wire format of ctl_protocol.py; the result is
+One request per run, in the wire format of protocol.py; the result is
 printed for a person (the status table) or, with `status --json`, as JSON.
 Usage errors are found before connecting, so they never depend on whether
 pyinit runs.
@@ -37,6 +37,8 @@ from pyinit.control.protocol import (
     socket_candidates,
     unix_address,
 )
+from pyinit.core.logs import fatal
+from pyinit.core.signals import parse_signal
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -55,7 +57,7 @@ class NotReachable(ClientError):
 def find_socket(environ: Mapping[str, str], run_dir: str = RUN_DIR, tmp_dir: str = TMP_DIR) -> str:
     """Where the client looks: $PYINIT_CTL_SOCKET, else the first candidate
     that exists, else the abstract address a pyinit without a writable file
-    system listens on (ctl_protocol)."""
+    system listens on (protocol.py)."""
     given = environ.get("PYINIT_CTL_SOCKET", "").strip()
     if given:
         return given
@@ -186,8 +188,6 @@ def _usage_text() -> str:
 
 def main_ctl(argv: list[str], environ: Mapping[str, str]) -> int:
     """`pyinit ctl [--ctl-socket PATH] VERB [ARG...]`; `argv` is what follows `ctl`."""
-    from pyinit.core.logs import fatal
-
     path = ""
     words = list(argv)
     while words and words[0].startswith("-"):
@@ -218,8 +218,6 @@ def main_ctl(argv: list[str], environ: Mapping[str, str]) -> int:
     try:
         check_arguments(verb, args)
         if verb == "signal":
-            from pyinit.core.signals import parse_signal
-
             args = [args[0], str(parse_signal(args[1]))]
     except (VerbError, ValueError) as error:
         fatal(f"ctl: {error}")

@@ -1,4 +1,4 @@
-"""The `pyinit ctl` protocol: what the server (control.py) and the client (ctl.py) share.
+"""The `pyinit ctl` protocol: what the server (server.py) and the client (client.py) share.
 
 Wire format (after gunicorn's ctl/protocol.py), over a SOCK_STREAM Unix
 socket, one request per connection:

@@ -102,6 +102,18 @@ class Loop:
     def stop(self) -> None:
         self.stopped = True
 
+    def close_after_fork(self) -> None:
+        """In a forked child: drop the parent's epoll fd, callbacks and timers.
+
+        The epoll instance is shared with the parent across fork(); the child
+        must never wait on it or change what it watches.
+        """
+        self._epoll.close()
+        self._readers.clear()
+        self._writers.clear()
+        self._timers.clear()
+        self.stopped = True
+
     def run(self) -> None:
         """Dispatch events until `stop()` is called."""
         while not self.stopped:

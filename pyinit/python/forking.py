@@ -45,23 +45,18 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from pyinit.core import reaper
+from pyinit.python.command import EXIT_FAILURE, EXIT_OK
 from pyinit.python.service import Service
-from pyinit.python.worker import (
-    EXIT_FAILURE,
-    EXIT_OK,
-    Worker,
-    _Cotyledon,
-    _exit,
-    _grace,
-    _Oslo,
-    _Periodic,
-    _set_comm,
-    _Shape,
-)
+from pyinit.python.shapes import Cotyledon, Oslo, Periodic, Shape, grace_of
+from pyinit.python.worker import Worker, _exit, _set_comm
+
+if TYPE_CHECKING:
+    from pyinit.core.loop import Loop
 
 Hook = Callable[..., object]
 
@@ -80,12 +75,13 @@ class WorkerPlan(NamedTuple):
 
 
 def fork_worker(
-    plan: WorkerPlan, manager_fds: Sequence[int], manager_signals: Sequence[int]
+    plan: WorkerPlan, manager_loop: Loop, manager_fds: Sequence[int], manager_signals: Sequence[int]
 ) -> int:
     """Fork the worker `plan` describes; returns its pid (in the manager only).
 
-    `manager_fds` are closed in the child and `manager_signals` reset there
-    (see the module docstring). Raises OSError when fork() fails.
+    In the child the manager's loop is dropped, `manager_fds` closed and
+    `manager_signals` reset (see the module docstring). Raises OSError when
+    fork() fails.
     """
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -104,17 +100,19 @@ def fork_worker(
         return pid
     code = EXIT_FAILURE
     try:
-        code = _child(plan, manager_pid, manager_fds, manager_signals)
+        code = _child(plan, manager_pid, manager_loop, manager_fds, manager_signals)
     except BaseException:  # a pyinit bug before the worker took over: say so
-        import traceback
-
         os.write(2, f"pyinit: error: worker set-up failed:\n{traceback.format_exc()}".encode())
     finally:
         os._exit(code)  # nothing returns into the manager's code (popen_fork's rule)
 
 
 def _child(
-    plan: WorkerPlan, manager_pid: int, manager_fds: Sequence[int], manager_signals: Sequence[int]
+    plan: WorkerPlan,
+    manager_pid: int,
+    manager_loop: Loop,
+    manager_fds: Sequence[int],
+    manager_signals: Sequence[int],
 ) -> int:
     reaper.set_parent_death_signal(signal.SIGTERM)
     if os.getppid() != manager_pid:
@@ -122,6 +120,7 @@ def _child(
     signal.set_wakeup_fd(-1)
     for signum in manager_signals:
         signal.signal(signum, signal.SIG_DFL)
+    manager_loop.close_after_fork()
     for fd in manager_fds:
         try:
             os.close(fd)
@@ -142,7 +141,7 @@ class ForkedWorker(Worker):
         # The manager blocked everything around fork(): the worker starts clean.
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
-    def _load(self) -> _Shape:
+    def _load(self) -> Shape:
         """Build the service as cotyledon does, then run the on_new_worker hooks."""
         plan = self.plan
         _set_comm(self.title)
@@ -153,7 +152,7 @@ class ForkedWorker(Worker):
         if isinstance(name, str) and name and name != self.service:
             self.title = f"{name}[{plan.worker_id}]"
             _set_comm(self.title)
-        own = _grace(instance)
+        own = grace_of(instance)
         self.grace = plan.grace if own is None else own
         for hook in plan.new_worker_hooks:
             try:
@@ -163,7 +162,7 @@ class ForkedWorker(Worker):
                 break
         return _shape_of(self, instance)
 
-    def _stop(self, shape: _Shape, why: str) -> int:
+    def _stop(self, shape: Shape, why: str) -> int:
         """SIGINT is cotyledon's instantaneous exit: status 1, no terminate()."""
         if why == "SIGINT":
             self.log.info(f"{self.title}: SIGINT: exiting at once", service=self.service)
@@ -171,14 +170,14 @@ class ForkedWorker(Worker):
         return super()._stop(shape, why)
 
 
-def _shape_of(worker: Worker, instance: object) -> _Shape:
+def _shape_of(worker: Worker, instance: object) -> Shape:
     """How to drive `instance`: cotyledon's run/terminate, oslo's start/stop/wait, or a job."""
     if callable(getattr(instance, "job", None)) and hasattr(instance, "interval"):
-        return _Periodic(worker, instance)
+        return Periodic(worker, instance)
     if isinstance(instance, Service) or callable(getattr(instance, "run", None)):
-        return _Cotyledon(worker, instance)
+        return Cotyledon(worker, instance)
     if all(callable(getattr(instance, m, None)) for m in ("start", "stop", "wait")):
-        return _Oslo(worker, instance)
+        return Oslo(worker, instance)
     raise TypeError(
         f"{worker.service}: {type(instance).__name__} is not a service:"
         " define run(), start/stop/wait, or job() with an interval"

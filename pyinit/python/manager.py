@@ -42,71 +42,41 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, ClassVar, NewType, NoReturn
+from typing import ClassVar, NoReturn
 
-from pyinit.config.model import Backoff, backoff_delay
-from pyinit.core.logs import LEVELS, Log
-from pyinit.core.model import ExitStatus
-from pyinit.core.signals import read_wakeup, signal_name
+from pyinit.core.loop import Loop
+from pyinit.core.signals import read_wakeup
 from pyinit.python.forking import WorkerPlan, fork_worker
+from pyinit.python.manager_process import (
+    MANAGER_SIGNALS,
+    catch_signals,
+    describe,
+    in_main_thread,
+    log_from_environment,
+    notify_ready_once,
+    reap_workers,
+    send,
+)
+from pyinit.python.slots import (
+    Registered,
+    ServiceId,
+    Slot,
+    WorkerId,
+    check_workers,
+    service_name,
+)
 
-if TYPE_CHECKING:
-    from pyinit.core.loop import Loop, Timer
+__all__ = ["ServiceId", "ServiceManager", "WorkerId"]
 
-#: cotyledon's ids are uuid4s; ours read well in logs: the service's name.
-ServiceId = NewType("ServiceId", str)
-WorkerId = NewType("WorkerId", int)
 Hook = Callable[..., object]
 
-#: cotyledon allows one fork a second and sleeps 5 s when forking "too fast";
-#: this is Twisted's doubling rule (as services mode has it), capped at 5 s.
-RESPAWN_BACKOFF = Backoff(threshold=1.0, min_delay=1.0, max_delay=5.0)
 #: After SIGINT/SIGALRM, how long workers get to exit before SIGKILL.
 FAST_EXIT_SECONDS = 1.0
-MANAGER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM, signal.SIGCHLD)
 HOOK_KINDS = ("terminate", "reload", "new_worker", "dead_worker")
 #: Written to the wakeup pipe by another thread to ask for a reconcile (no signal is 0).
 RECONCILE_BYTE = b"\0"
-
-
-class _Registered:
-    """One `add()`: what to run and how many times (the desired state)."""
-
-    __slots__ = ("factory", "workers", "args", "kwargs", "name")
-
-    def __init__(
-        self,
-        factory: Callable[..., object],
-        workers: int,
-        args: tuple[object, ...],
-        kwargs: dict[str, object],
-        name: str,
-    ) -> None:
-        self.factory = factory
-        self.workers = workers
-        self.args = args
-        self.kwargs = kwargs
-        self.name = name
-
-
-class _Slot:
-    """One worker id of one service (the actual state); pid 0: no process."""
-
-    __slots__ = ("service_id", "worker_id", "pid", "started_at", "instant_deaths", "timer",
-                 "restart_now", "stop_sent")  # fmt: skip
-
-    def __init__(self, service_id: ServiceId, worker_id: int) -> None:
-        self.service_id = service_id
-        self.worker_id = worker_id
-        self.pid = 0
-        self.started_at = 0.0
-        self.instant_deaths = 0
-        self.timer: Timer | None = None  # respawn backoff
-        self.restart_now = False  # we asked it to exit (SIGHUP): no backoff
-        self.stop_sent = False  # scaled down: SIGTERM already sent
 
 
 class ServiceManager:
@@ -127,13 +97,14 @@ class ServiceManager:
         if ServiceManager._process_runner_already_created:
             raise RuntimeError("Only one instance of ServiceManager per application is allowed")
         ServiceManager._process_runner_already_created = True
-        self._wakeup = self._catch_signals()  # first: a signal from now on waits for run()
+        # First: a signal from now on waits for run().
+        self._wakeup, self._wakeup_write = catch_signals()
         self._graceful_shutdown_timeout = graceful_shutdown_timeout
-        self._services: dict[ServiceId, _Registered] = {}
+        self._services: dict[ServiceId, Registered] = {}
         self._hooks: dict[str, list[Hook]] = {kind: [] for kind in HOOK_KINDS}
-        self._slots: dict[tuple[ServiceId, int], _Slot] = {}
-        self._pids: dict[int, _Slot] = {}
-        self._log = _log_from_environment()
+        self._slots: dict[tuple[ServiceId, int], Slot] = {}
+        self._pids: dict[int, Slot] = {}
+        self._log = log_from_environment()
         self._loop: Loop | None = None
         self._stopping = False  # a shutdown is under way: no more forks
         self._fast = False  # ... and it is the instantaneous one
@@ -157,14 +128,14 @@ class ServiceManager:
         """
         if not callable(service):
             raise TypeError("'service' must be a callable")
-        _check_workers(workers, 1)
-        return self._register(service, workers, args, kwargs, _service_name(service))
+        check_workers(workers, 1)
+        return self._register(service, workers, args, kwargs, service_name(service))
 
     def reconfigure(self, service_id: ServiceId, workers: int) -> None:
         """Change a service's number of workers, also while running (ids above go first)."""
         if service_id not in self._services:
             raise ValueError(f"{service_id} service id doesn't exists")
-        _check_workers(workers, 0)
+        check_workers(workers, 0)
         self._services[service_id].workers = workers
         self._poke()
 
@@ -198,7 +169,7 @@ class ServiceManager:
 
     def shutdown(self) -> None:
         """Stop gracefully, as SIGTERM does (from a hook, another thread, or before run())."""
-        if self._loop is not None and _in_main_thread() and os.getpid() == self._pid:
+        if self._loop is not None and in_main_thread() and os.getpid() == self._pid:
             self._graceful_shutdown()
         else:
             os.kill(os.getpid(), signal.SIGTERM)
@@ -216,7 +187,7 @@ class ServiceManager:
         service_id, n = ServiceId(name), 2
         while service_id in self._services:
             service_id, n = ServiceId(f"{name}-{n}"), n + 1
-        self._services[service_id] = _Registered(
+        self._services[service_id] = Registered(
             factory, workers, tuple(args or ()), dict(kwargs or {}), name
         )
         self._poke()
@@ -228,7 +199,7 @@ class ServiceManager:
         Forking from another thread would tie the workers' PDEATHSIG to that
         thread: the kernel sends it when the forking *thread* exits.
         """
-        if _in_main_thread():
+        if in_main_thread():
             self._reconcile()
             return
         try:
@@ -236,22 +207,11 @@ class ServiceManager:
         except BlockingIOError:
             pass  # the pipe is full of wakeups already: the loop is coming
 
-    def _catch_signals(self) -> int:
-        """Route the manager's signals to a pipe now, so that they wait for run()."""
-        read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        for signum in MANAGER_SIGNALS:
-            signal.signal(signum, _noop)
-        self._wakeup_write = write_fd
-        return read_fd
-
     def _serve(self) -> int:
         """The manager's loop; returns the exit status."""
         if self._loop is not None:
             raise RuntimeError("ServiceManager.run() was already called")
-        from pyinit.core.loop import Loop
-
-        _notify_ready_once()
+        notify_ready_once()
         self._loop = Loop(self._log)
         self._loop.add_reader(self._wakeup, self._on_signals)
         self._on_signals()  # queued since __init__: a SIGTERM stops before any fork
@@ -314,16 +274,16 @@ class ServiceManager:
         for slot in running:
             if slot.pid:
                 slot.restart_now = True  # if it exits for this, it is replaced at once
-                _send(slot.pid, signal.SIGHUP)
+                send(slot.pid, signal.SIGHUP)
         self._reconcile()
 
     def _reap(self) -> None:
         now = time.monotonic()
-        for pid, status in self._reap_workers():
+        for pid, status in reap_workers(self._pids):
             slot = self._pids.pop(pid)
             slot.pid = 0
             label = self._label(slot)
-            self._log.info(f"{label} (pid {pid}) {_describe(status)}")
+            self._log.info(f"{label} (pid {pid}) {describe(status)}")
             if self._stopping:
                 continue
             # Decide the respawn first: a hook that reconfigures must find
@@ -336,45 +296,20 @@ class ServiceManager:
         else:
             self._reconcile()
 
-    def _reap_workers(self) -> list[tuple[int, ExitStatus]]:
-        """waitpid() each worker, not waitpid(-1): a hook's own subprocess.run()
-        in the manager must keep its exit status. As PID 1, orphans are ours too."""
-        if os.getpid() == 1:
-            from pyinit.core.reaper import reap
-
-            return [(pid, status) for pid, status in reap() if pid in self._pids]
-        ended = []
-        for pid in list(self._pids):
-            try:
-                done, wait_status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                continue
-            if done:
-                ended.append((pid, ExitStatus.from_wait_status(wait_status)))
-        return ended
-
     # ---- desired vs actual
 
-    def _respawn_later(self, slot: _Slot, now: float) -> None:
+    def _respawn_later(self, slot: Slot, now: float) -> None:
         """After a death: replace now, after a backoff delay, or not at all (scaled down)."""
         registered = self._services.get(slot.service_id)
         if registered is None or slot.worker_id >= registered.workers:
             del self._slots[(slot.service_id, slot.worker_id)]
             return
-        if slot.restart_now:
-            slot.restart_now = False
-            slot.instant_deaths = 0
-            return
-        if now - slot.started_at < RESPAWN_BACKOFF.threshold:
-            slot.instant_deaths += 1
-        else:
-            slot.instant_deaths = 0
-        delay = backoff_delay(slot.instant_deaths, RESPAWN_BACKOFF)
+        delay = slot.respawn_delay(now)
         if delay > 0 and self._loop is not None:
             self._log.info(f"{self._label(slot)}: restarting in {delay:g} s")
             slot.timer = self._loop.call_later(delay, lambda: self._respawn_due(slot))
 
-    def _respawn_due(self, slot: _Slot) -> None:
+    def _respawn_due(self, slot: Slot) -> None:
         slot.timer = None
         self._reconcile()
 
@@ -384,9 +319,7 @@ class ServiceManager:
             return
         for service_id, registered in list(self._services.items()):
             for worker_id in range(registered.workers):
-                slot = self._slots.setdefault(
-                    (service_id, worker_id), _Slot(service_id, worker_id)
-                )
+                slot = self._slots.setdefault((service_id, worker_id), Slot(service_id, worker_id))
                 if slot.pid == 0 and slot.timer is None and not self._stopping:
                     self._fork(slot, registered)
         for slot in list(self._slots.values()):
@@ -394,13 +327,13 @@ class ServiceManager:
                 continue
             if slot.pid and not slot.stop_sent:
                 slot.stop_sent = True
-                _send(slot.pid, signal.SIGTERM)
+                send(slot.pid, signal.SIGTERM)
             elif not slot.pid:
                 if slot.timer is not None:
                     slot.timer.cancel()
                 del self._slots[(slot.service_id, slot.worker_id)]
 
-    def _fork(self, slot: _Slot, registered: _Registered) -> None:
+    def _fork(self, slot: Slot, registered: Registered) -> None:
         assert self._loop is not None
         plan = WorkerPlan(
             service_id=slot.service_id,
@@ -412,10 +345,9 @@ class ServiceManager:
             grace=float(self._graceful_shutdown_timeout or 0),
             new_worker_hooks=tuple(self._hooks["new_worker"]),
         )
-        # The loop's epoll fd goes too; Loop has no public fileno() yet.
-        fds = (self._wakeup, self._wakeup_write, self._loop._epoll.fileno())
+        fds = (self._wakeup, self._wakeup_write)
         try:
-            pid = fork_worker(plan, fds, MANAGER_SIGNALS)
+            pid = fork_worker(plan, self._loop, fds, MANAGER_SIGNALS)
         except OSError as error:
             self._log.error(f"{self._label(slot)}: cannot fork: {error}")
             slot.started_at = time.monotonic()
@@ -429,7 +361,7 @@ class ServiceManager:
 
     def _signal_workers(self, signum: int) -> None:
         for pid in list(self._pids):
-            _send(pid, signum)
+            send(pid, signum)
 
     def _cancel_respawns(self) -> None:
         for slot in self._slots.values():
@@ -450,65 +382,6 @@ class ServiceManager:
                 self._log.exception(f"on_{kind} hook raised; the hooks after it are skipped")
                 return
 
-    def _label(self, slot: _Slot) -> str:
+    def _label(self, slot: Slot) -> str:
         registered = self._services.get(slot.service_id)
         return f"{registered.name if registered else slot.service_id}[{slot.worker_id}]"
-
-
-def _noop(signum: int, frame: object) -> None:
-    """The wakeup fd carries the signal to the loop (STYLE rule 1)."""
-
-
-def _send(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass  # already gone: its exit reaches _reap
-
-
-def _check_workers(workers: object, minimum: int) -> None:
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < minimum:
-        raise ValueError(
-            f"'workers' must be an int >= {minimum}, not: {workers!r} ({type(workers).__name__})"
-        )
-
-
-def _service_name(service: object) -> str:
-    """A Service's `name`, a function's or class's name, or a partial's function's."""
-    for candidate in (getattr(service, "name", None), getattr(service, "__name__", None)):
-        if isinstance(candidate, str) and candidate:
-            return _safe_name(candidate)
-    func = getattr(service, "func", None)  # functools.partial
-    if func is not None:
-        return _service_name(func)
-    return _safe_name(type(service).__name__)
-
-
-def _safe_name(text: str) -> str:
-    name = "".join(c if c.isalnum() or c in "_-." else "-" for c in text).strip("-.")
-    return name or "service"
-
-
-def _describe(status: ExitStatus) -> str:
-    if status.signal is not None:
-        return f"killed by {signal_name(status.signal)}"
-    return f"exited with status {status.code}"
-
-
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def _notify_ready_once() -> None:
-    """cotyledon tells systemd READY=1 at run() and hides NOTIFY_SOCKET from workers."""
-    if os.environ.get("NOTIFY_SOCKET"):
-        from pyinit.python.service import notify
-
-        notify("READY=1")
-        del os.environ["NOTIFY_SOCKET"]
-
-
-def _log_from_environment() -> Log:
-    level = os.environ.get("PYINIT_LOG_LEVEL", "").strip().lower()
-    fmt = os.environ.get("PYINIT_LOG_FORMAT", "").strip().lower()
-    return Log(level if level in LEVELS else "info", "json" if fmt == "json" else "text")

@@ -2,7 +2,7 @@
 
 The API is cotyledon's, so that code written for cotyledon ports by changing
 an import. A worker is either a fresh interpreter (a `py:module:Class`
-service of PID 1: `pyinit.python.worker` builds its command line and imports the
+service of PID 1: `pyinit.python.command` builds its command line, `worker` imports the
 class) or a fork of a `ServiceManager` (`pyinit.python.forking`); either way it is
 constructed with the worker id and the service's args/kwargs, and signals
 map to the methods below (SIGTERM/SIGQUIT -> `terminate()`, SIGHUP ->
@@ -17,6 +17,7 @@ dependency is needed in the worker.
 from __future__ import annotations
 
 import os
+import socket
 from typing import ClassVar
 
 
@@ -33,10 +34,6 @@ def notify(message: str) -> bool:
         address = "\0" + address[1:]
     elif not address.startswith("/"):
         return False  # unset, or a transport we do not speak (vsock:)
-    # Imported here: PID 1 imports this module (through pyinit.python.worker)
-    # but never notifies.
-    import socket
-
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             sock.connect(address)

@@ -40,6 +40,7 @@ worker, stream, message (the line decoded as UTF-8 with errors="replace").
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import select
 import time
@@ -50,6 +51,7 @@ from pyinit.core.logs import sink
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pyinit.core.loop import Loop
+    from pyinit.supervise.unit import Worker
 
 MAX_LINE = 64 * 1024  # longer lines are emitted in pieces of this size
 READ_SIZE = 64 * 1024  # Linux's default pipe capacity
@@ -97,8 +99,6 @@ class OutputRelay:
             self._prefix = f"{service}[{worker}] | ".encode("utf-8", "backslashreplace")
             self._format = self._format_prefix
         else:
-            import json  # ~1.5 ms, only paid when some service asks for json
-
             self._dumps = json.JSONEncoder(ensure_ascii=False).encode
             # Constant part of every record; time and message are filled in per line.
             self._fields = (
@@ -252,3 +252,38 @@ def _pieces(line: bytes) -> list[bytes]:
     if len(line) <= MAX_LINE:
         return [line]
     return [line[i : i + MAX_LINE] for i in range(0, len(line), MAX_LINE)]
+
+
+def open_relays(loop: Loop, worker: Worker) -> tuple[int, int]:
+    """Relays for one worker's prefix/json output; returns the child's (stdout, stderr) ends.
+
+    The read ends become `worker.relays`; the caller closes the returned
+    write ends once the child has them.
+    """
+    ends: list[int] = []
+    try:
+        for stream in ("stdout", "stderr"):
+            read_end, write_end = make_pipe()
+            ends.append(write_end)
+            worker.relays.append(
+                OutputRelay(
+                    loop,
+                    read_end,
+                    service=worker.unit.name,
+                    worker=worker.worker_id,
+                    stream=stream,
+                    mode=worker.unit.spec.output,
+                )
+            )
+    except OSError:  # out of descriptors: give back what was taken
+        for fd in ends:
+            os.close(fd)
+        raise
+    return ends[0], ends[1]
+
+
+def close_relays(worker: Worker) -> None:
+    """Flush and close a worker's relays (it exited, or never started)."""
+    for relay in worker.relays:
+        relay.close()  # type: ignore[attr-defined]
+    worker.relays.clear()

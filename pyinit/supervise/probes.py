@@ -14,7 +14,7 @@ One `Probe` per starting worker, driven entirely by the loop:
                     one that outlives the attempt timeout is killed.
     none, notify    nothing to do here: the supervisor marks `none` ready at
                     once, and READY=1 for `notify` arrives on the notify
-                    socket (pyinit.core.notify.Downstream).
+                    socket (pyinit.supervise.notify_socket.Downstream).
 
 A probe calls `on_ready` at most once. From then on, and after `cancel()`, it
 holds no timer, no socket and no check process: nothing polls once nothing

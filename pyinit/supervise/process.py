@@ -16,6 +16,7 @@ import subprocess
 from typing import TYPE_CHECKING
 
 from pyinit.config.model import ReadinessKind, ServiceSpec
+from pyinit.python.command import command_line
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -60,8 +61,6 @@ def worker_command(
     if spec.py_class is None:
         assert spec.command is not None
         return list(spec.command), env
-    from pyinit.python.worker import command_line
-
     argv, extra_env = command_line(spec.py_class, spec.name, worker_id, spec.args, spec.kwargs)
     env.update(extra_env)
     # The worker logs as pyinit does (pyinit's own PYINIT_* are not passed on).

@@ -3,7 +3,7 @@
 SPEC section 4. A started worker is STARTING until its readiness says so:
 at once (`ready = "none"`), on READY=1 from any process of the service
 (pyinit's own NOTIFY_SOCKET, the sender identified by the kernel), or when
-a tcp/file/exec probe passes (readiness.py). Probes run only while the
+a tcp/file/exec probe passes (probes.py). Probes run only while the
 worker is not ready, so nothing polls once it is. `ready_timeout` and
 `watchdog` turn silence into a failure, which the restart policy handles.
 
@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 from pyinit.config.model import ReadinessKind
 from pyinit.core.spawn import SpawnError, spawn
+from pyinit.supervise.notify_socket import resolve_sender
+from pyinit.supervise.probes import Probe
 from pyinit.supervise.unit import WorkerState
 
 if TYPE_CHECKING:
@@ -46,8 +48,6 @@ class ReadinessWatch:
                 spec.ready_timeout, lambda: self._not_ready_in_time(worker)
             )
         if kind is not ReadinessKind.NOTIFY:  # notify: READY=1 arrives on the socket
-            from pyinit.supervise.probes import Probe
-
             probe = Probe(
                 supervisor.loop,
                 spec.ready,
@@ -76,8 +76,6 @@ class ReadinessWatch:
 
     def on_notify(self, sender_pid: int, fields: dict[str, str]) -> None:
         """A datagram on pyinit's notify socket; the kernel says who sent it."""
-        from pyinit.core.notify import resolve_sender
-
         supervisor = self._supervisor
         worker = resolve_sender(sender_pid, supervisor.by_pid)
         if worker is None:

@@ -1,4 +1,7 @@
-"""Reload with a config file: re-read, validate, apply only the difference.
+"""Reload (SIGHUP, `pyinit ctl reload`): re-read, validate, apply only the difference.
+
+Without a config file a reload only runs each unit's reload mode
+(`reload_units`). With one:
 
 SPEC section 5. The file is read afresh on every reload (by path, never by a
 cached inode or resolved link), which is what a Kubernetes ConfigMap mount
@@ -23,18 +26,56 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from pyinit.supervise.unit import Unit
+from pyinit.config import ConfigError, load
+from pyinit.config.model import ReloadMode, start_order
+from pyinit.config.reload_plan import describe, plan
+from pyinit.core import signals
+from pyinit.supervise.unit import Unit, WorkerState
 
 if TYPE_CHECKING:
     from pyinit.supervise.supervisor import Supervisor
 
 
+def reload(supervisor: Supervisor) -> str:
+    """Re-read the file if there is one and apply the difference; unchanged
+    services get their reload mode. Returns a one-line summary."""
+    if supervisor.shutting_down:
+        return "shutting down: nothing reloaded"
+    if supervisor.upstream is not None:
+        supervisor.upstream.reloading()
+    supervisor.readiness.reloading()
+    try:
+        if supervisor.config.path is None:
+            supervisor.log.info("reloading services", event="reload")
+            reload_units(supervisor, list(supervisor.units.values()))
+            return "reloaded"
+        return apply_new_config(supervisor)
+    finally:
+        supervisor.run_hooks("reload")
+        supervisor.reconcile()
+
+
+def reload_units(supervisor: Supervisor, units: list[Unit]) -> None:
+    """Each unit's reload mode: its reload_signal, a restart, or nothing."""
+    for unit in units:
+        mode = unit.spec.reload
+        if unit.main or mode is ReloadMode.NONE:
+            continue
+        for worker in unit.workers.values():
+            if worker.state not in (WorkerState.STARTING, WorkerState.RUNNING):
+                continue
+            if mode is ReloadMode.RESTART:
+                # Its exit leaves it STOPPED, and reconcile starts it again.
+                supervisor.stop_worker(worker, supervisor.stop_deadline(unit))
+            else:
+                # A Service class without reload() exits 0 on SIGHUP and is
+                # started again, same worker id (SPEC 3).
+                worker.restart_on_clean_exit = unit.spec.py_class is not None
+                signals.send(worker.pid, unit.spec.reload_signal, group=True)
+
+
 def apply_new_config(supervisor: Supervisor) -> str:
     """Re-read supervisor.config.path and apply it; returns a one-line summary."""
-    from pyinit.config import ConfigError, load
-    from pyinit.config.model import start_order
-    from pyinit.config.reload_plan import describe, plan
-
     log = supervisor.log
     old = supervisor.config
     assert old.path is not None
@@ -71,7 +112,7 @@ def apply_new_config(supervisor: Supervisor) -> str:
     if "grace" not in supervisor.options.explicit and new.settings.grace is not None:
         supervisor.grace = new.settings.grace
     supervisor.layers = [list(layer) for layer in start_order(new)] + [[n] for n in main]
-    supervisor.reload_units([units[name] for name in changes.unchanged])
+    reload_units(supervisor, [units[name] for name in changes.unchanged])
     return describe(changes)
 
 

@@ -1,16 +1,23 @@
 """Services mode: start, watch, restart and stop many services.
 
-The I/O half of the policy in `unit.py`: it spawns workers, reads their
-deaths from the reaper, arms timers on the loop, and sends signals. Every
-event reaches it from the loop, through these doors:
+With starter.py and exits.py, the I/O half of the policy in `unit.py`: it
+spawns workers, reads their deaths from the reaper, arms timers on the
+loop, and sends signals. Every event reaches it from the loop, through
+these doors:
 
     on_signals(bytes)   signals read from the wakeup pipe (SIGCHLD -> reap,
                         TERM/INT/QUIT -> shutdown, HUP -> reload)
     timer callbacks     backoff over, kill deadline, periodic run due,
                         ready_timeout, watchdog
     readiness           READY=1 on pyinit's own NOTIFY_SOCKET, tcp/file/exec
-                        probes, watchdogs (readiness_watch.py)
-    verbs.Controls      `pyinit ctl` and the health port (control.py)
+                        probes, watchdogs (readiness.py)
+    verbs.Controls      `pyinit ctl` and the health port (endpoints.py)
+
+This module keeps the state and the one decision loop; the jobs around it
+live beside it, each in its module: starting a worker (starter.py), what a
+death means (exits.py), periodic runs (periodic.py), readiness
+(readiness.py), reload (reconfigure.py), the stop sequence (shutdown.py),
+the ctl verbs (verbs.py) and the sockets (endpoints.py).
 
 Design: desired state and one reconcile step
 ---------------------------------------------
@@ -36,34 +43,33 @@ descendant left (orphans included) is stopped the same way, so nothing
 outlives pyinit. A backstop timer past that deadline ends the shutdown
 even if a bug left it waiting.
 
-Spawning uses subprocess.Popen (user, group, cwd need it), but the Popen
-objects are never waited on: once anything calls waitpid(-1), Popen's own
-wait()/poll() report wrong statuses, and a Popen dropped while its child
-runs would reap it behind the reaper's back. So each is kept until the
-reaper hands back its status, which is then written into it.
+Spawning (starter.py) uses subprocess.Popen (user, group, cwd need it),
+but the Popen objects are never waited on: once anything calls
+waitpid(-1), Popen's own wait()/poll() report wrong statuses, and a Popen
+dropped while its child runs would reap it behind the reaper's back. So
+each is kept until the reaper (exits.py) hands back its status, which is
+then written into it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import subprocess
 import time
-from datetime import datetime
 from typing import TYPE_CHECKING
 
-from pyinit.config.model import OutputMode, ReloadMode, ServiceSpec, start_order
-from pyinit.core import reaper, signals
-from pyinit.core.model import KILL_SETTLE_SECONDS, ExitStatus
-from pyinit.supervise.process import (
-    child_environment,
-    start_process,
-    wants_notify,
-    worker_command,
-)
+from pyinit.config.model import ServiceSpec, start_order
+from pyinit.core import signals
+from pyinit.core.model import KILL_SETTLE_SECONDS
+from pyinit.core.notify import Upstream
+from pyinit.supervise import exits, reconfigure
+from pyinit.supervise.endpoints import close_endpoints, open_endpoints
+from pyinit.supervise.periodic import cancel_schedule, schedule_next_run
+from pyinit.supervise.process import child_environment
 from pyinit.supervise.readiness import ReadinessWatch
 from pyinit.supervise.shutdown import Shutdown
-from pyinit.supervise.unit import ALIVE, Decision, Unit, Worker, WorkerState
-from pyinit.supervise.verbs import Controls
+from pyinit.supervise.starter import start_worker
+from pyinit.supervise.unit import Unit, Worker, WorkerState
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -72,7 +78,7 @@ if TYPE_CHECKING:
     from pyinit.core.logs import Log
     from pyinit.core.loop import Loop
     from pyinit.core.model import Options
-    from pyinit.core.notify import Downstream, Upstream
+    from pyinit.supervise.notify_socket import Downstream
 
 
 class Supervisor:
@@ -109,63 +115,19 @@ class Supervisor:
         # sd_notify towards whoever started pyinit (systemd, podman), if anyone.
         self.upstream: Upstream | None = None
         if os.environ.get("NOTIFY_SOCKET"):
-            from pyinit.core.notify import Upstream
-
             self.upstream = Upstream.from_environ(os.environ)
         self.readiness = ReadinessWatch(self)
         self.downstream: Downstream | None = None  # pyinit's own notify socket
         self.servers: list[object] = []  # control socket, health port: closed at exit
 
-    # -- starting ------------------------------------------------------------
-
     def start(self) -> None:
         """Open the sockets, then start every unit whose `after` is met."""
-        if any(wants_notify(u.spec) for u in self.units.values()):
-            from pyinit.core.notify import Downstream, default_notify_path
-
-            path = default_notify_path()
-            try:
-                self.downstream = Downstream(self.loop, path, self.readiness.on_notify, self.log)
-                self.servers.append(self.downstream)
-            except OSError as error:  # out of fds, say: services with ready=notify never get ready
-                self.log.error(f"no notify socket ({error}); READY=1 from services cannot arrive")
-        self._start_servers()
-        if self.upstream is not None:
-            interval = self.upstream.watchdog_interval()
-            if interval:
-                self._upstream_watchdog(interval)
+        open_endpoints(self)
         self.reconcile()
-
-    def _start_servers(self) -> None:
-        """`pyinit ctl` and the health port; a failure here is logged, not fatal."""
-        from pyinit.control.protocol import default_socket_path
-        from pyinit.control.server import ControlServer, HealthServer
-
-        path = self.options.ctl_socket or default_socket_path(os.environ)
-        try:
-            self.servers.append(ControlServer(self.loop, path, Controls(self), self.log))
-        except OSError as error:
-            self.log.warning(f"no control socket at {path} ({error}); pyinit ctl cannot reach us")
-        if self.options.health_port is not None:
-            address, port = self.options.health_port
-            try:
-                controls = Controls(self)
-                self.servers.append(HealthServer(self.loop, address, port, controls, self.log))
-            except OSError as error:
-                self.log.error(f"cannot serve health probes on {address}:{port}: {error}")
 
     def close(self) -> None:
         """At exit: remove the sockets pyinit created."""
-        for server in self.servers:
-            try:
-                server.close()  # type: ignore[attr-defined]
-            except OSError:
-                pass
-
-    def _upstream_watchdog(self, interval: float) -> None:
-        assert self.upstream is not None
-        self.upstream.watchdog()
-        self.loop.call_later(interval, lambda: self._upstream_watchdog(interval))
+        close_endpoints(self)
 
     # -- the reconcile step ------------------------------------------------------
 
@@ -214,9 +176,7 @@ class Supervisor:
 
     def _retire(self, unit: Unit) -> None:
         """A unit a reload removed: stop what still runs, then forget it."""
-        if unit.schedule_timer is not None:
-            unit.schedule_timer.cancel()
-            unit.schedule_timer = None
+        cancel_schedule(unit)
         for worker in list(unit.workers.values()):
             self._remove_worker(worker)
         if not unit.workers:
@@ -254,22 +214,18 @@ class Supervisor:
                 self.stop_worker(worker, self.stop_deadline(unit))  # replaced by a reload
         if spec.schedule is not None:
             if unit.scheduled_generation != unit.generation:
-                if unit.schedule_timer is not None:
-                    unit.schedule_timer.cancel()
-                    unit.schedule_timer = None
+                cancel_schedule(unit)
                 first = unit.scheduled_generation < 0
-                if self._schedule_next_run(unit, first=first):
+                if schedule_next_run(self, unit, first=first):
                     unit.scheduled_generation = unit.generation
             return
         for worker in list(unit.workers.values()):
             if worker.state is WorkerState.STOPPED and worker.worker_id < spec.workers:
-                self._spawn(worker)
+                start_worker(self, worker)
 
     def _hold_stopped(self, unit: Unit) -> None:
         """A disabled unit: nothing runs, nothing is due."""
-        if unit.schedule_timer is not None:
-            unit.schedule_timer.cancel()
-            unit.schedule_timer = None
+        cancel_schedule(unit)
         unit.scheduled_generation = -1
         for worker in unit.workers.values():
             if worker.state in (WorkerState.STARTING, WorkerState.RUNNING):
@@ -287,67 +243,20 @@ class Supervisor:
                 return False
         return True
 
-    def _spawn(self, worker: Worker) -> None:
-        """Start one worker: STOPPED/BACKOFF/EXITED/FAILED -> STARTING (then
-        RUNNING once ready: readiness_watch.py)."""
-        spec = worker.unit.spec
-        worker.cancel_timer()
-        notify_path = self.downstream.path if self.downstream is not None else None
-        argv, env = worker_command(spec, worker.worker_id, self.base_env, notify_path, self.options)
-        worker.started_at = time.monotonic()
-        worker.generation = worker.unit.generation
-        worker.failing = worker.restart_on_clean_exit = False
-        pipes = None
-        try:
-            # Inside the try: out of descriptors (EMFILE) is a failed start
-            # of this worker, restarted by its policy, never PID 1's death.
-            if spec.output is not OutputMode.INHERIT:
-                pipes = self._output_pipes(worker)
-            process = start_process(spec, argv, env, pipes)
-        except (OSError, ValueError, KeyError, subprocess.SubprocessError) as error:
-            self._close_relays(worker)
-            code = 127 if isinstance(error, FileNotFoundError) else 126
-            if worker.unit.main and isinstance(error, OSError):
-                # COMMAND's exec error reads as in single-command mode (SPEC 1).
-                reason = error.strerror or str(error)
-                shown = argv[0].replace("\r", "\\r").replace("\n", "\\n")  # one line
-                self.log.write_line(f"pyinit: {shown}: {reason}")
-            self.log.error(
-                f"{worker.label}: cannot start {argv[0]!r}: {error}",
-                service=spec.name,
-                worker=worker.worker_id,
-                event="spawn_failed",
-                exit_code=code,
-            )
-            # Judged by the restart policy as a death, from the loop (not from
-            # inside this reconcile pass: a policy without backoff would spin).
-            worker.state = WorkerState.BACKOFF
-            status = ExitStatus(code, None)
-            worker.timer = self.loop.call_later(0, lambda: self._on_spawn_failed(worker, status))
-            return
-        finally:
-            if pipes:
-                os.close(pipes[0])
-                os.close(pipes[1])
-        worker.process = process
-        worker.pid = process.pid
-        self.by_pid[process.pid] = worker
-        self._run_hooks("new_worker", spec.name, worker.worker_id)
-        worker.state = WorkerState.STARTING
-        self.log.info(
-            f"{worker.label}: started {spec.runs()} (pid {process.pid})",
-            service=spec.name,
-            worker=worker.worker_id,
-            pid=process.pid,
-            event="started",
-        )
-        self.readiness.watch(worker)
+    def proceed(self) -> None:
+        """After a state change outside reconcile (an exit, an abandoned worker):
+        the shutdown's next step, or one more reconcile."""
+        if self._shutdown is not None:
+            self._shutdown.proceed()
+        else:
+            self.reconcile()
 
     def is_ready(self) -> bool:
         """Everything ready: what `pyinit ctl ready` and /readyz report."""
         return not self.shutting_down and all(u.is_satisfied() for u in self.units.values())
 
-    def _run_hooks(self, kind: str, *args: object) -> None:
+    def run_hooks(self, kind: str, *args: object) -> None:
+        """ServiceManager's callbacks of one kind; an error in one is logged."""
         for hook in self.hooks.get(kind, ()):
             try:
                 hook(*args)
@@ -356,85 +265,10 @@ class Supervisor:
 
     def scale(self, name: str, workers: int) -> None:
         """Run `workers` workers of `name`: new ids start, the highest ids stop first."""
-        import dataclasses
-
         unit = self.units[name]
         unit.spec = dataclasses.replace(unit.spec, workers=workers)
         self.log.info(f"{name}: scaled to {workers} worker(s)", service=name, event="scaled")
         self.reconcile()
-
-    def _output_pipes(self, worker: Worker) -> tuple[int, int]:
-        """Relays for prefix/json output; returns the child's (stdout, stderr) ends."""
-        from pyinit.supervise.output import OutputRelay, make_pipe
-
-        ends: list[int] = []
-        try:
-            for stream in ("stdout", "stderr"):
-                read_end, write_end = make_pipe()
-                ends.append(write_end)
-                worker.relays.append(
-                    OutputRelay(
-                        self.loop,
-                        read_end,
-                        service=worker.unit.name,
-                        worker=worker.worker_id,
-                        stream=stream,
-                        mode=worker.unit.spec.output,
-                    )
-                )
-        except OSError:  # out of descriptors: give back what was taken
-            for fd in ends:
-                os.close(fd)
-            raise
-        return ends[0], ends[1]
-
-    def _close_relays(self, worker: Worker) -> None:
-        for relay in worker.relays:
-            relay.close()  # type: ignore[attr-defined]
-        worker.relays.clear()
-
-    # -- periodic jobs ------------------------------------------------------------
-
-    def _schedule_next_run(self, unit: Unit, *, first: bool = False) -> bool:
-        """Arm the timer of the next run; False if the unit has no worker to run."""
-        schedule = unit.spec.schedule
-        assert schedule is not None
-        if unit.spec.workers < 1:
-            return False  # workers = 0: defined, but not run (scaling up schedules it)
-        if first and schedule.run_on_start:
-            delay = 0.0
-        elif schedule.every is not None:
-            delay = schedule.every
-        else:
-            from pyinit.config.model import next_cron_time
-
-            assert schedule.cron is not None
-            now = datetime.now().astimezone()
-            due = next_cron_time(schedule.cron, now)
-            if due is None:
-                self.log.warning(f"{unit.name}: cron {schedule.cron!r} never matches again")
-                return True
-            delay = max(0.0, (due - now).total_seconds())
-        unit.schedule_timer = self.loop.call_later(delay, lambda: self._run_periodic(unit))
-        return True
-
-    def _run_periodic(self, unit: Unit) -> None:
-        unit.schedule_timer = None
-        if self.shutting_down or not unit.enabled or self.units.get(unit.name) is not unit:
-            return
-        worker = unit.workers.get(0)
-        if worker is None:
-            return
-        if worker.state in ALIVE:
-            self.log.info(
-                f"{unit.name}: previous run still going; this run is skipped",
-                service=unit.name,
-                event="skipped",
-            )
-        else:
-            worker.cancel_timer()
-            self._spawn(worker)
-        self._schedule_next_run(unit)
 
     # -- events --------------------------------------------------------------------
 
@@ -457,7 +291,7 @@ class Supervisor:
                 self.log.exception(f"internal error handling signal {signum}; carrying on")
             previous = signum
         if reap_needed:
-            self._reap()
+            exits.reap(self)
 
     def _on_stop_signal(self, signum: int) -> None:
         name = signals.signal_name(signum)
@@ -468,7 +302,7 @@ class Supervisor:
             return
         self.log.info(f"received {name}: stopping all services", event="stopping", signal=name)
         try:
-            self._run_hooks("terminate")
+            self.run_hooks("terminate")
         finally:
             self.shutdown(0)
 
@@ -477,164 +311,8 @@ class Supervisor:
             signals.send(worker.pid, signum, group=True)
 
     def reload(self) -> str:
-        """SIGHUP (or `pyinit ctl reload`): re-read the file if there is one and
-        apply the difference; unchanged services get their reload mode."""
-        if self.shutting_down:
-            return "shutting down: nothing reloaded"
-        if self.upstream is not None:
-            self.upstream.reloading()
-        self.readiness.reloading()
-        try:
-            if self.config.path is None:
-                self.log.info("reloading services", event="reload")
-                self.reload_units(list(self.units.values()))
-                return "reloaded"
-            from pyinit.supervise.reconfigure import apply_new_config
-
-            return apply_new_config(self)
-        finally:
-            self._run_hooks("reload")
-            self.reconcile()
-
-    def reload_units(self, units: list[Unit]) -> None:
-        """Each unit's reload mode: its reload_signal, a restart, or nothing."""
-        for unit in units:
-            mode = unit.spec.reload
-            if unit.main or mode is ReloadMode.NONE:
-                continue
-            for worker in unit.workers.values():
-                if worker.state not in (WorkerState.STARTING, WorkerState.RUNNING):
-                    continue
-                if mode is ReloadMode.RESTART:
-                    # Its exit leaves it STOPPED, and reconcile starts it again.
-                    self.stop_worker(worker, self.stop_deadline(unit))
-                else:
-                    # A Service class without reload() exits 0 on SIGHUP and is
-                    # started again, same worker id (SPEC 3).
-                    worker.restart_on_clean_exit = unit.spec.py_class is not None
-                    signals.send(worker.pid, unit.spec.reload_signal, group=True)
-
-    def _reap(self) -> None:
-        for pid, status in reaper.reap():
-            checked = self.readiness.checks.pop(pid, None)
-            if checked is not None:
-                if checked.probe is not None:
-                    checked.probe.child_exited(pid, status)  # type: ignore[attr-defined]
-                continue
-            worker = self.by_pid.pop(pid, None)
-            if worker is None:
-                if self.log.enabled("debug"):
-                    self.log.debug(f"reaped orphan pid {pid} ({status.describe()})", pid=pid)
-                continue
-            if worker.process is not None:
-                worker.process.returncode = status.shell_code  # type: ignore[attr-defined]
-            try:
-                self._close_relays(worker)
-                self._on_exit(worker, status)
-            except Exception:
-                self.log.exception(
-                    f"{worker.label}: error handling its exit", service=worker.unit.name
-                )
-        if self._shutdown is not None:
-            self._shutdown.proceed()
-        else:
-            self.reconcile()
-
-    def _on_exit(self, worker: Worker, status: ExitStatus) -> None:
-        """The one place a worker's death is interpreted (supervisord's finish()).
-
-        It only records the new actual state; reconcile() then decides what
-        runs next. A worker pyinit stopped becomes STOPPED, and it starts
-        again only if its unit still wants it (a restart, a changed
-        definition); a death on its own goes through the restart policy.
-        """
-        unit = worker.unit
-        pid = worker.pid
-        worker.last_exit = status
-        worker.pid = 0
-        worker.process = None
-        was = worker.state
-        worker.cancel_timer()
-        worker.stop_watching()
-        self.log.info(
-            f"{worker.label}: {status.describe()}",
-            service=unit.name,
-            worker=worker.worker_id,
-            pid=pid,
-            event="exited",
-            exit_code=status.code,
-            signal=signals.signal_name(status.signal) if status.signal else None,
-        )
-        self._run_hooks("dead_worker", unit.name, worker.worker_id, status.shell_code)
-        failing, worker.failing = worker.failing, False
-        clean_restart, worker.restart_on_clean_exit = worker.restart_on_clean_exit, False
-        if unit.main:
-            worker.state = WorkerState.EXITED
-            code = status.shell_code
-            self.shutdown(0 if code in self.options.remap_exit else code)
-            return
-        if (was is WorkerState.STOPPING and not failing) or self.shutting_down:
-            worker.state = WorkerState.STOPPED  # STOPPING -> STOPPED
-            return
-        if clean_restart and status.shell_code == 0:
-            worker.state = WorkerState.STOPPED  # a reload asked it to exit: start afresh
-            return
-        self._apply_policy(worker, status)
-
-    def _on_spawn_failed(self, worker: Worker, status: ExitStatus) -> None:
-        """A start that failed (command not found, out of fds) counts as a death."""
-        worker.timer = None
-        if worker.state is not WorkerState.BACKOFF:
-            return
-        worker.last_exit = status
-        if worker.unit.main:
-            worker.state = WorkerState.EXITED
-            self.shutdown(status.shell_code)
-            return
-        if self.shutting_down:
-            worker.state = WorkerState.STOPPED
-            return
-        self._apply_policy(worker, status)
-        self.reconcile()
-
-    def _apply_policy(self, worker: Worker, status: ExitStatus) -> None:
-        """After a death on its own: restart now (STOPPED), later (BACKOFF), or not."""
-        unit = worker.unit
-        decision, delay = unit.decide(worker, status, time.monotonic())
-        if decision is Decision.RESTART:
-            worker.restarts += 1
-            if delay <= 0:
-                worker.state = WorkerState.STOPPED  # reconcile starts it again now
-                return
-            worker.state = WorkerState.BACKOFF
-            self.log.info(
-                f"{worker.label}: restarting in {delay:g} s",
-                service=unit.name,
-                worker=worker.worker_id,
-                event="restarting",
-                delay=delay,
-            )
-            worker.timer = self.loop.call_later(delay, lambda: self._backoff_over(worker))
-        elif decision is Decision.DONE:
-            worker.state = WorkerState.EXITED  # a oneshot that exited 0 may unblock others
-        else:
-            worker.state = WorkerState.FAILED
-            self.log.error(
-                f"{unit.name}: failed ({status.describe()}); not restarting",
-                service=unit.name,
-                worker=worker.worker_id,
-                event="failed",
-                exit_code=status.shell_code,
-            )
-            if unit.spec.critical and self.units.get(unit.name) is unit:
-                self.log.error(f"{unit.name} is critical: shutting down", service=unit.name)
-                self.shutdown(status.shell_code)
-
-    def _backoff_over(self, worker: Worker) -> None:
-        worker.timer = None
-        if worker.state is WorkerState.BACKOFF:
-            worker.state = WorkerState.STOPPED
-            self.reconcile()
+        """SIGHUP (or `pyinit ctl reload`): see reconfigure.py."""
+        return reconfigure.reload(self)
 
     # -- stopping ----------------------------------------------------------------------
 
@@ -694,7 +372,4 @@ class Supervisor:
         self.by_pid.pop(worker.pid, None)
         worker.pid = 0
         worker.state = WorkerState.STOPPED
-        if self._shutdown is not None:
-            self._shutdown.proceed()
-        else:
-            self.reconcile()
+        self.proceed()

@@ -3,7 +3,7 @@
 The spec (`ServiceSpec`) says what the user asked for and never changes;
 `Unit` and `Worker` say what is happening. Everything here is decided from
 values and a clock reading passed in, so the policy reads (and tests) without
-processes; `supervisor.py` does the I/O and calls in.
+processes; `supervisor.py` (and `exits.py`, `starter.py`) do the I/O and call in.
 
 A worker's states, and the edges between them (supervisord's process.py,
 with the names it made familiar):

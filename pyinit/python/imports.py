@@ -17,27 +17,27 @@ Not covered: `user`/`group` (the import runs as the user running --check).
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 import time
 
 from pyinit.config.model import Config, ServiceSpec
+from pyinit.python.command import package_root, settle_sys_path
 
 #: Seconds one import may take (a module that connects somewhere at import time).
 IMPORT_TIMEOUT = 20.0
 
-#: The child's program: argv is ROOT module:Class. Mirrors worker.BOOTSTRAP.
+#: The child's program: argv is ROOT module:Class. Mirrors command.BOOTSTRAP.
 _CHILD = (
     "import sys;sys.path.insert(0,sys.argv[1]);"
-    "import pyinit.config.imports as c;c.child_main(sys.argv[1],sys.argv[2])"
+    "import pyinit.python.imports as c;c.child_main(sys.argv[1],sys.argv[2])"
 )
 
 
 def first_import_error(config: Config) -> str | None:
     """One line naming the first service (in config order) whose class cannot be imported."""
-    from pyinit.python.worker import package_root
-
     root = package_root()
     children = [(spec, _start(spec, root)) for spec in config.services.values() if spec.py_class]
     deadline = time.monotonic() + IMPORT_TIMEOUT
@@ -84,13 +84,9 @@ def _outcome(spec: ServiceSpec, child: subprocess.Popen[bytes] | OSError, deadli
 
 def child_main(root: str, target: str) -> None:
     """In the child: import `module:Class` as a worker would; the last stderr line says why not."""
-    from pyinit.python.worker import _settle_sys_path
-
-    _settle_sys_path(root)
+    settle_sys_path(root)
     module_name, _, attribute = target.rpartition(":")
     try:
-        import importlib
-
         found: object = importlib.import_module(module_name)
         for part in attribute.split("."):
             found = getattr(found, part)
