@@ -115,7 +115,10 @@ class Ctl:
         return done.stdout
 
     def rows(self) -> list[dict[str, object]]:
-        return json.loads(self.ok("status", "--json"))
+        done = self.run("status", "--json")
+        # 3: a worker is not ok (failed, backing off, stopped, not ready): still a full answer.
+        assert done.returncode in (0, 3), f"pyinit ctl status --json: {done}"
+        return json.loads(done.stdout)
 
     def row(self, service: str, worker: int = 0) -> dict[str, object]:
         for row in self.rows():

@@ -58,7 +58,7 @@ def on_exit(supervisor: Supervisor, worker: Worker, status: ExitStatus) -> None:
     """The one place a worker's death is interpreted (supervisord's finish())."""
     unit = worker.unit
     pid = worker.pid
-    worker.last_exit = status
+    worker.record_exit(status)
     worker.pid = 0
     worker.process = None
     was = worker.state
@@ -95,7 +95,7 @@ def on_spawn_failed(supervisor: Supervisor, worker: Worker, status: ExitStatus) 
     worker.timer = None
     if worker.state is not WorkerState.BACKOFF:
         return
-    worker.last_exit = status
+    worker.record_exit(status)
     if worker.unit.main:
         worker.state = WorkerState.EXITED
         supervisor.shutdown(status.shell_code)
