@@ -39,6 +39,7 @@ def reap(supervisor: Supervisor) -> None:
             continue
         worker = supervisor.by_pid.pop(pid, None)
         if worker is None:
+            supervisor.counters.orphans_reaped += 1
             if supervisor.log.enabled("debug"):
                 supervisor.log.debug(f"reaped orphan pid {pid} ({status.describe()})", pid=pid)
             continue

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from pyinit.config import ConfigError, load
 from pyinit.config.model import ReloadMode, start_order
 from pyinit.config.reload_plan import describe, plan
+from pyinit.control.server import RELOAD_FAILED
 from pyinit.core import signals
 from pyinit.supervise.unit import Unit, WorkerState
 
@@ -48,11 +49,17 @@ def reload(supervisor: Supervisor) -> str:
         if supervisor.config.path is None:
             supervisor.log.info("reloading services", event="reload")
             reload_units(supervisor, list(supervisor.units.values()))
-            return "reloaded"
-        return apply_new_config(supervisor)
+            result = "reloaded"
+        else:
+            result = apply_new_config(supervisor)
     finally:
         supervisor.run_hooks("reload")
         supervisor.reconcile()
+    if result.startswith(RELOAD_FAILED):
+        supervisor.counters.reloads_failed += 1
+    else:
+        supervisor.counters.reloads_ok += 1
+    return result
 
 
 def reload_units(supervisor: Supervisor, units: list[Unit]) -> None:
@@ -123,5 +130,5 @@ def _refused(supervisor: Supervisor, reason: str) -> str:
         event="reload_failed",
     )
     if supervisor.upstream is not None:
-        supervisor.upstream.status(f"reload failed: {reason}")
-    return f"reload failed: {reason}"
+        supervisor.upstream.status(f"{RELOAD_FAILED}: {reason}")
+    return f"{RELOAD_FAILED}: {reason}"

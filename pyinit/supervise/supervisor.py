@@ -63,6 +63,7 @@ from pyinit.core import signals
 from pyinit.core.model import KILL_SETTLE_SECONDS
 from pyinit.core.notify import Upstream
 from pyinit.supervise import exits, reconfigure
+from pyinit.supervise.counters import Counters
 from pyinit.supervise.endpoints import close_endpoints, open_endpoints
 from pyinit.supervise.periodic import cancel_schedule, schedule_next_run
 from pyinit.supervise.process import child_environment
@@ -119,6 +120,7 @@ class Supervisor:
         self.readiness = ReadinessWatch(self)
         self.downstream: Downstream | None = None  # pyinit's own notify socket
         self.servers: list[object] = []  # control socket, health port: closed at exit
+        self.counters = Counters()  # what /metrics shows that no unit remembers
 
     def start(self) -> None:
         """Open the sockets, then start every unit whose `after` is met."""
@@ -307,6 +309,7 @@ class Supervisor:
             self.shutdown(0)
 
     def _forward(self, signum: int) -> None:
+        self.counters.forwarded(signals.signal_name(signum))
         for worker in list(self.by_pid.values()):
             signals.send(worker.pid, signum, group=True)
 

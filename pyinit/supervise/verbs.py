@@ -24,7 +24,8 @@ _RUNNING = (WorkerState.STARTING, WorkerState.RUNNING)
 
 
 class Controls:
-    """The supervisor as `pyinit ctl` and the health port see it (control.listener.Controlled)."""
+    """The supervisor as `pyinit ctl` and the health port see it
+    (control.server.Controlled, control.metrics.MetricsSource)."""
 
     def __init__(self, supervisor: Supervisor) -> None:
         self._supervisor = supervisor
@@ -77,6 +78,18 @@ class Controls:
 
     def is_ready(self) -> bool:
         return self._supervisor.is_ready()
+
+    def counters(self) -> dict[str, int]:
+        """pyinit's own counts for /metrics (counters.py)."""
+        counters = self._supervisor.counters
+        return {
+            "orphans_reaped": counters.orphans_reaped,
+            "reloads_ok": counters.reloads_ok,
+            "reloads_failed": counters.reloads_failed,
+        }
+
+    def forwarded_signals(self) -> dict[str, int]:
+        return dict(self._supervisor.counters.signals_forwarded)
 
     def start(self, name: str) -> str:
         """`ctl start NAME`: run it again, whatever its `after` and past failures say."""
