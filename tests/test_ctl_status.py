@@ -249,3 +249,19 @@ def test_a_socket_we_may_not_use_is_explained_not_called_missing(
         f" and you are uid {NOBODY} (nobody); run pyinit ctl as root\n"
     ), done
     assert ctl.run("ready").returncode == 0, "root still gets its answer"
+
+    # No --ctl-socket: a default place we may not enter is that pyinit's, not "none".
+    os.chmod(sock.parent, 0o700)
+    hide_run = ("unshare", "--mount", "sh", "-c", 'mount -t tmpfs tmpfs /run && exec "$@"', "-")
+    done = subprocess.run(
+        [*hide_run, *as_nobody, "/usr/bin/python3", str(pyz), "ctl", "status"],
+        capture_output=True,
+        text=True,
+        timeout=15,
+        env=base_env({"XDG_RUNTIME_DIR": str(open_dir)}),
+        cwd="/",
+    )
+    assert done.returncode == 1, done
+    assert done.stderr.startswith(
+        f"pyinit: error: cannot use the control socket {sock}: permission denied: its directory"
+    ), done

@@ -61,8 +61,8 @@ class NotReachable(ClientError):
 
 def find_socket(environ: Mapping[str, str], run_dir: str = RUN_DIR, tmp_dir: str = TMP_DIR) -> str:
     """Where the client looks: $PYINIT_CTL_SOCKET, else the first candidate
-    that exists, else the abstract address a pyinit without a writable file
-    system listens on (protocol.py)."""
+    that exists (or hides in a directory we may not enter), else the abstract
+    address a pyinit without a writable file system listens on (protocol.py)."""
     given = environ.get("PYINIT_CTL_SOCKET", "").strip()
     if given:
         return given
@@ -70,6 +70,10 @@ def find_socket(environ: Mapping[str, str], run_dir: str = RUN_DIR, tmp_dir: str
         try:
             if stat.S_ISSOCK(os.stat(path).st_mode):
                 return path
+        except PermissionError:
+            # A directory we may not enter (/run/pyinit of a root pyinit): that
+            # pyinit is likely there, and connect() will say why it is not ours.
+            return path
         except OSError:
             continue
     return abstract_address()

@@ -138,8 +138,10 @@ class PyinitCollector:
             key = [str(row.get("service")), str(row.get("worker"))]
             pid = row.get("pid")
             if self.usage is not None and isinstance(pid, int) and pid > 0:
-                row = {**row}
-                row["rss"], row["cpu"] = self.usage(pid)
+                memory, seconds = self.usage(pid)
+                # utime + stime in clock ticks: 3 decimals say it all, without float dust.
+                cpu_time = None if seconds is None else round(seconds, 3)
+                row = {**row, "rss": memory, "cpu": cpu_time}
             state.add_metric([*key, str(row.get("state"))], 1.0)
             ready.add_metric(key, 1.0 if row.get("ready") is True else 0.0)
             restarts.add_metric(key, _number(row, "restarts") or 0.0)
