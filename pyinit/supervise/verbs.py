@@ -25,7 +25,7 @@ _RUNNING = (WorkerState.STARTING, WorkerState.RUNNING)
 
 class Controls:
     """The supervisor as `pyinit ctl` and the health port see it
-    (control.server.Controlled, control.metrics.MetricsSource)."""
+    (control.listener.Controlled, control.metrics.MetricsSource)."""
 
     def __init__(self, supervisor: Supervisor) -> None:
         self._supervisor = supervisor
