@@ -306,7 +306,7 @@ class Ctl:
 
     def rows(self) -> list[dict[str, object]] | None:
         done = self.run("status", "--json")
-        if done is None or done.returncode != 0:
+        if done is None or done.returncode not in (0, 3):  # 3: some worker is not ok
             return None
         rows = json.loads(done.stdout)
         return rows if isinstance(rows, list) else None

@@ -59,7 +59,7 @@ options (each has an environment variable; the flag wins):
       --ctl-socket PATH    control socket, for the server and for `pyinit ctl`
                            (default /run/pyinit/ctl.sock)      PYINIT_CTL_SOCKET=/path
       --health-port [ADDR:]PORT
-                           serve /healthz and /readyz over HTTP PYINIT_HEALTH_PORT=8080
+                           serve HTTP /healthz /readyz /metrics PYINIT_HEALTH_PORT=8080
       --check              validate the services configuration (PYINIT_SERVICES
                            and --config), print the plan, exit 0 or 2
       --completion SHELL   print the bash or zsh completion script; in ~/.bashrc:

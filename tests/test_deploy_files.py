@@ -432,7 +432,7 @@ def test_the_pod_runs_here_probes_answer_and_a_configmap_update_reloads(
 
         def status() -> list[dict[str, Any]]:
             done = pyinit_cli("ctl", "status", "--json")
-            assert done.returncode == 0, done.stderr
+            assert done.returncode in (0, 3), done.stderr  # 3: a worker is not ok right now
             rows: list[dict[str, Any]] = json.loads(done.stdout)
             return rows
 

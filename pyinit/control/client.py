@@ -5,8 +5,11 @@ printed for a person (the status table) or, with `status --json`, as JSON.
 Usage errors are found before connecting, so they never depend on whether
 pyinit runs.
 
-Exit statuses: 0 done (`ready`: ready); 1 pyinit not reachable, not ready,
-or it refused the request (no such service, ...); 2 usage error.
+Exit statuses: 0 done (`ready`: ready; `status`: every worker ok); 1 pyinit
+not reachable, not ready, or it refused the request (no such service, ...);
+2 usage error; 3 `status` found a worker failed, backing off, stopped or not
+ready (3 as in LSB's and systemctl's `status`: "not running", distinct from
+"cannot ask").
 
 Whom the client trusts (issue 7.18): before it sends a byte, the socket's
 directory must belong to us or root and be closed to writes by others, and
@@ -36,6 +39,7 @@ from pyinit.control.protocol import (
     abstract_address,
     check_arguments,
     socket_candidates,
+    synopsis,
     unix_address,
 )
 from pyinit.core.logs import fatal
@@ -45,6 +49,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 CLIENT_TIMEOUT = 5.0  # seconds `pyinit ctl` waits for connect + reply
+NOT_OK = 3  # `ctl status`: a worker is failed, backing off, stopped or not ready (LSB's 3)
 
 
 class ClientError(Exception):
@@ -57,8 +62,8 @@ class NotReachable(ClientError):
 
 def find_socket(environ: Mapping[str, str], run_dir: str = RUN_DIR, tmp_dir: str = TMP_DIR) -> str:
     """Where the client looks: $PYINIT_CTL_SOCKET, else the first candidate
-    that exists, else the abstract address a pyinit without a writable file
-    system listens on (protocol.py)."""
+    that exists (or hides in a directory we may not enter), else the abstract
+    address a pyinit without a writable file system listens on (protocol.py)."""
     given = environ.get("PYINIT_CTL_SOCKET", "").strip()
     if given:
         return given
@@ -66,6 +71,10 @@ def find_socket(environ: Mapping[str, str], run_dir: str = RUN_DIR, tmp_dir: str
         try:
             if stat.S_ISSOCK(os.stat(path).st_mode):
                 return path
+        except PermissionError:
+            # A directory we may not enter (/run/pyinit of a root pyinit): that
+            # pyinit is likely there, and connect() will say why it is not ours.
+            return path
         except OSError:
             continue
     return abstract_address()
@@ -102,6 +111,46 @@ def _check_peer(sock: socket.socket, path: str) -> None:
         )
 
 
+def _who(uid: int) -> str:
+    """`uid 0 (root)`, or `uid 1234` for a uid without a name."""
+    import pwd
+
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def permission_message(path: str) -> str:
+    """Why connect() said EACCES, in one line: the socket is there, but not for us.
+
+    The directory (no search permission for us) is what usually stops us;
+    else the socket file (no write permission). Either way the fix is to run
+    ctl as the user pyinit runs as, or as root, and the line says who that is.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    blocker, what = directory, "its directory"
+    if os.access(directory, os.X_OK):
+        blocker, what = path, "the socket"
+    try:
+        info = os.stat(blocker)
+        where = (
+            f"{what} {blocker} has mode {stat.S_IMODE(info.st_mode):04o}"
+            f" and belongs to {_who(info.st_uid)}"
+        )
+    except OSError as error:
+        where = f"{what} {blocker} cannot be examined ({error.strerror})"
+        info = None
+    if info is None:
+        owner = "its owner or root"
+    else:
+        owner = "root" if info.st_uid == 0 else f"{_who(info.st_uid)} or root"
+    return (
+        f"cannot use the control socket {path}: permission denied: {where}, and you are"
+        f" {_who(os.geteuid())}; run pyinit ctl as {owner}"
+    )
+
+
 def request(path: str, verb: str, args: list[str], timeout: float = CLIENT_TIMEOUT) -> object:
     """Send one request to the pyinit at `path`; return its result or raise ClientError."""
     deadline = time.monotonic() + timeout
@@ -117,10 +166,7 @@ def request(path: str, verb: str, args: list[str], timeout: float = CLIENT_TIMEO
                 f"cannot reach pyinit at {path}: {error.strerror} (is pyinit running?)"
             ) from None
         except PermissionError:
-            raise ClientError(
-                f"cannot reach pyinit at {path}: permission denied"
-                " (only the user pyinit runs as, and root, may use it)"
-            ) from None
+            raise ClientError(permission_message(path)) from None
         _check_peer(sock, path)
         try:
             sock.sendall(json.dumps({"verb": verb, "args": args}).encode() + b"\n")
@@ -175,14 +221,19 @@ def _request_somewhere(path: str, environ: Mapping[str, str], verb: str, args: l
 
 
 def _usage_text() -> str:
+    import textwrap  # --help only: `ctl ready`, a probe run every few seconds, never pays it
+
     lines = ["usage: pyinit ctl [--ctl-socket PATH] VERB [ARG...]", "", "verbs:"]
-    for synopsis, help_text in USAGE.values():
-        lines.append(f"  {synopsis:<18} {help_text}")
+    for usage, help_text in USAGE.values():
+        lines.append(f"  {usage}")
+        lines += textwrap.wrap(help_text, 80, initial_indent=" " * 6, subsequent_indent=" " * 6)
     lines += [
         "",
         "The socket: --ctl-socket, else $PYINIT_CTL_SOCKET, else the first that exists of",
         "/run/pyinit/ctl.sock, $XDG_RUNTIME_DIR/pyinit/ctl.sock, /tmp/pyinit-UID/ctl.sock.",
-        "Exit status: 0 done (ready), 1 not running, not ready or refused, 2 usage error.",
+        "Exit status: 0 done (ready; status: all ok), 1 not running, not ready or refused",
+        "(an unknown NAME too), 2 usage error, 3 (status) a worker failed, backing off,",
+        "stopped or not ready.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -213,14 +264,16 @@ def main_ctl(argv: list[str], environ: Mapping[str, str]) -> int:
     if verb not in USAGE:
         fatal(f"ctl: unknown verb {verb!r}; known: {', '.join(USAGE)}")
         return 2
-    as_json = verb == "status" and args == ["--json"]
+    as_json = verb == "status" and "--json" in args
     if as_json:
-        args = []
+        args = [arg for arg in args if arg != "--json"]
     wait = verb in ("reload", "restart") and "--no-wait" not in args
     args = [arg for arg in args if arg != "--no-wait"] if verb in ("reload", "restart") else args
     if verb == "restart" and args == ["--all"]:
         args = [ALL_SERVICES]
     try:
+        if verb == "status" and any(arg.startswith("-") for arg in args):
+            raise VerbError(f"usage: pyinit ctl {synopsis('status')}")
         check_arguments(verb, args)
         if verb == "signal":
             args = [args[0], str(parse_signal(args[1]))]
@@ -235,11 +288,12 @@ def main_ctl(argv: list[str], environ: Mapping[str, str]) -> int:
     if verb == "status":
         rows = result if isinstance(result, list) else []
         sys.stdout.write(json.dumps(rows, indent=2) + "\n" if as_json else format_status(rows))
-        return 0
+        # `ok` is the server's verdict: it knows a oneshot from a periodic job.
+        return NOT_OK if any(row.get("ok") is False for row in rows) else 0
     if verb == "ready":
         ready = isinstance(result, dict) and result.get("ready") is True
         detail = result.get("detail", "") if isinstance(result, dict) else ""
-        sys.stdout.write(f"{'ready' if ready else 'not ready'}: {detail}\n")
+        sys.stdout.write("ready\n" if ready else f"not ready: {detail or 'unknown'}\n")
         return 0 if ready else 1
     sys.stdout.write(f"{result}\n")
     return _follow(verb, result, path, environ) if wait else 0

@@ -1,9 +1,15 @@
 """The health port: just enough HTTP/1.0 for a kubelet's httpGet probe.
 
 `GET /healthz` answers 200 while the loop answers; `GET /readyz` answers 200
-once every service is ready, else 503. It is a `Listener` like the ctl
-socket (listener.py: non-blocking, one request per connection, a deadline
-per client); `http.server` would cost more to import than this whole module.
+once every service is ready, else 503; `GET /metrics` is the Prometheus page
+(metrics.py), when the supervisor gives a source for it. It is a `Listener`
+like the ctl socket (listener.py: non-blocking, one request per connection,
+a deadline per client); `http.server` would cost more to import than this
+whole module.
+
+metrics.py, and prometheus_client with it (~40 ms, ~10 MiB), is imported
+by the first /metrics request, inside `_metrics`: a pyinit nobody scrapes,
+and every kubelet probe before the first scrape, never pay for it.
 """
 
 from __future__ import annotations
@@ -12,9 +18,13 @@ import socket
 from typing import TYPE_CHECKING
 
 from pyinit.control.listener import REQUEST_TIMEOUT, ControlError, Listener
+from pyinit.control.usage import process_usage
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from pyinit.control.listener import Controlled
+    from pyinit.control.metrics import MetricsSource
     from pyinit.core.logs import Log
     from pyinit.core.loop import Loop
 
@@ -55,18 +65,24 @@ _HTTP_REASONS = {
 }
 
 
-def _http(code: int, body: str, head_only: bool = False) -> bytes:
-    data = body.encode()
+def _http(
+    code: int,
+    body: str | bytes,
+    head_only: bool = False,
+    content_type: str = "text/plain; charset=utf-8",
+) -> bytes:
+    data = body.encode() if isinstance(body, str) else body
     allow = "Allow: GET, HEAD\r\n" if code == 405 else ""
     head = (
-        f"HTTP/1.0 {code} {_HTTP_REASONS[code]}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"HTTP/1.0 {code} {_HTTP_REASONS[code]}\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(data)}\r\n{allow}Connection: close\r\n\r\n"
     )
     return head.encode() + (b"" if head_only else data)
 
 
 class HealthServer(Listener):
-    """`GET /healthz` (200 while the loop answers) and `/readyz` (200 ready, else 503)."""
+    """`GET /healthz` (200 while the loop answers), `/readyz` (200 ready, else 503),
+    and `/metrics` when given a `metrics` source (else 404)."""
 
     what = "health port"
     limit = HTTP_LIMIT
@@ -79,8 +95,12 @@ class HealthServer(Listener):
         controlled: Controlled,
         log: Log,
         timeout: float = REQUEST_TIMEOUT,
+        metrics: MetricsSource | None = None,
     ) -> None:
         self.controlled = controlled
+        self.metrics = metrics
+        self._registry: CollectorRegistry | None = None  # made by the first scrape
+        self._metrics_error = ""  # why /metrics cannot be served, once known
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -117,4 +137,24 @@ class HealthServer(Listener):
         if path == b"/readyz":
             ready = self.controlled.is_ready()
             return _http(200 if ready else 503, "ready\n" if ready else "not ready\n", head)
-        return _http(404, "not found: try /healthz or /readyz\n", head)
+        if path == b"/metrics" and self.metrics is not None:
+            return self._metrics(self.metrics, head)
+        paths = "/healthz, /readyz or /metrics" if self.metrics else "/healthz or /readyz"
+        return _http(404, f"not found: try {paths}\n", head)
+
+    def _metrics(self, source: MetricsSource, head: bool) -> bytes:
+        """The Prometheus page; 503 if prometheus_client cannot be imported (an
+        install without it), said once in the log and then in every reply."""
+        if not self._metrics_error:
+            try:
+                from pyinit.control import metrics  # the first scrape pays: see above
+            except ImportError as error:
+                self._metrics_error = f"metrics unavailable: no prometheus_client ({error})"
+                self.log.error(f"health port: {self._metrics_error}")
+        if self._metrics_error:
+            return _http(503, self._metrics_error + "\n", head)
+        if self._registry is None:
+            self._registry = metrics.make_registry(
+                source, lambda pid: process_usage(pid, self.log)
+            )
+        return _http(200, metrics.render(self._registry), head, metrics.CONTENT_TYPE)

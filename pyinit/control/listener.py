@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Protocol
 from pyinit.control.protocol import REQUEST_LIMIT
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from pyinit.core.logs import Log
     from pyinit.core.loop import Loop, Timer
 
@@ -43,11 +45,14 @@ class Controlled(Protocol):
 
     `status()` rows carry: service (str), worker (int), pid (int, 0 if none),
     state (str), ready (bool), uptime (float seconds or None), restarts (int),
-    last_exit (str like "exit status 3", or None). The server adds rss and cpu.
+    last_exit (str like "exit status 3", or None), and may carry the other
+    fields of protocol.py's status row (ok, starts, last_exit_code, ...).
+    The server adds rss and cpu. `status(names)` keeps the rows of those
+    services, and raises KeyError with every unknown name as its args;
     start/stop/restart/send_signal raise KeyError for an unknown service.
     """
 
-    def status(self) -> list[dict[str, object]]: ...
+    def status(self, names: Sequence[str] = ()) -> list[dict[str, object]]: ...
     def is_ready(self) -> bool: ...
     def start(self, name: str) -> str: ...
     def stop(self, name: str) -> str: ...

@@ -11,13 +11,23 @@ socket, one request per connection:
                        {"ok": false, "error": "no such service: 'webb'"}
 
     verb     args          result
-    status   -             [{service, worker, pid, state, ready, uptime, restarts,
-                             last_exit, rss, cpu}, ...]: one row per worker; pid 0
+    status   [NAME...]     [{service, worker, pid, state, ready, ok, uptime, restarts,
+                             starts, last_exit, last_exit_code, last_exit_time,
+                             next_run, status, rss, cpu}, ...]: one row per worker
+                             of the named services (none named: of all); pid 0
                              when it has no process; uptime in seconds or null;
-                             last_exit "exit status 3"/"killed by SIGKILL" or null;
-                             rss in bytes and cpu in CPU seconds (user + system)
-                             of the worker's own process, or null
-    ready    -             {"ready": bool, "detail": "2/3 workers ready; ..."}
+                             last_exit "exit status 3"/"killed by SIGKILL" or null,
+                             last_exit_code its shell code (128+N for signal N);
+                             last_exit_time and next_run (periodic jobs: the next
+                             run) in Unix seconds or null; ok false when the worker
+                             is failed, backing off, stopped or not (yet) ready (a
+                             oneshot that exited 0 and a periodic job between runs
+                             are ok); status the last STATUS= it sent; rss in bytes
+                             and cpu in CPU seconds (user + system) of the worker's
+                             own process, or null. An unknown NAME is an error
+                             reply naming it.
+    ready    -             {"ready": bool, "detail": "web[1], db[0]"}: who is not
+                           ready (or why not: "shutting down")
     start, stop, restart   NAME        a message (str); `restart *` restarts every service.
                            A rolling replacement's message ends "(rollout N)"; its
                            outcome is the `rollout` field of the status rows:
@@ -72,18 +82,18 @@ class VerbError(Exception):
 
 # -- verbs -----------------------------------------------------------------------------
 # verb -> (synopsis, help), in the order `pyinit ctl --help` lists them. The
-# synopsis is also the argument check: its words after the verb, less the
-# [optional] ones, are the arguments a request must carry. The server's
+# synopsis is also the argument check (check_arguments). The server's
 # handler for each verb is control.VERBS[verb].
 
 USAGE: dict[str, tuple[str, str]] = {
     "status": (
-        "status [--json]",
-        "Every worker: pid, state, ready, uptime, restarts, last exit, RSS, CPU seconds.",
+        "status [--json] [NAME...]",
+        "Each worker (of NAMEs): pid, state, ready, uptime, restarts, last exit, RSS, CPU."
+        " Exit 3 if one is failed, backing off, stopped or not ready.",
     ),
     "ready": (
         "ready",
-        "Exit 0 when every service is ready, else 1 (a Kubernetes exec readinessProbe).",
+        "Print `ready` (exit 0) or `not ready: WHO` (exit 1): a Kubernetes exec probe.",
     ),
     "start": ("start NAME", "Start the service's workers that are not running."),
     "stop": (
@@ -110,9 +120,16 @@ def synopsis(verb: str) -> str:
 
 
 def check_arguments(verb: str, args: list[str]) -> list[str]:
-    """`args` if their number matches the synopsis's required words, else VerbError."""
-    wanted = [word for word in synopsis(verb).split()[1:] if not word.startswith("[")]
-    if len(args) != len(wanted):
+    """`args` if their number matches the synopsis, else VerbError.
+
+    Its words after the verb, less the [optional] ones, must be there; a
+    `[NAME...]` word takes any number more. `[--flags]` are the client's own
+    and never sent.
+    """
+    words = synopsis(verb).split()[1:]
+    wanted = [word for word in words if not word.startswith("[")]
+    more = any(word.rstrip("]").endswith("...") for word in words)
+    if len(args) < len(wanted) or (len(args) > len(wanted) and not more):
         raise VerbError(f"usage: pyinit ctl {synopsis(verb)}")
     return args
 

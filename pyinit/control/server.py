@@ -120,8 +120,12 @@ def _for_service(name: str, action: Callable[[str], str]) -> str:
 
 
 def _status(server: ControlServer, args: list[str]) -> object:
-    check_arguments("status", args)
-    rows = [dict(row) for row in server.controlled.status()]
+    names = check_arguments("status", args)
+    try:
+        found = server.controlled.status(names) if names else server.controlled.status()
+    except KeyError as error:  # every unknown name, not only the first
+        raise VerbError("no such service: " + ", ".join(map(repr, error.args))) from None
+    rows = [dict(row) for row in found]
     for row in rows:
         pid = row.get("pid")
         row["rss"], row["cpu"] = process_usage(pid if isinstance(pid, int) else 0, server.log)
@@ -129,15 +133,20 @@ def _status(server: ControlServer, args: list[str]) -> object:
 
 
 def _ready(server: ControlServer, args: list[str]) -> object:
+    """Ready, or who is not: the workers that are not ok (status rows' `ok`; an
+    older supervisor without it: not ready), so that a oneshot that is done or
+    a periodic job between runs is never named."""
     check_arguments("ready", args)
-    ready = server.controlled.is_ready()
-    rows = server.controlled.status()
-    waiting = [f"{row.get('service')}[{row.get('worker')}]" for row in rows if not row.get("ready")]
-    detail = f"{len(rows) - len(waiting)}/{len(rows)} workers ready"
-    if waiting:
-        more = ", ..." if len(waiting) > 10 else ""
-        detail += f" (not ready: {', '.join(waiting[:10])}{more})"
-    return {"ready": ready, "detail": detail}
+    if server.controlled.is_ready():
+        return {"ready": True, "detail": ""}
+    waiting = [
+        f"{row.get('service')}[{row.get('worker')}]"
+        for row in server.controlled.status()
+        if not row.get("ok", row.get("ready"))
+    ]
+    more = f", ... ({len(waiting)} in all)" if len(waiting) > 10 else ""
+    detail = ", ".join(waiting[:10]) + more
+    return {"ready": False, "detail": detail or "starting or shutting down"}
 
 
 def _start(server: ControlServer, args: list[str]) -> object:

@@ -71,7 +71,10 @@ def _start_servers(supervisor: Supervisor) -> None:
         address, port = options.health_port
         try:
             controls = Controls(supervisor)
-            supervisor.servers.append(HealthServer(supervisor.loop, address, port, controls, log))
+            health = HealthServer(
+                supervisor.loop, address, port, controls, log, metrics=controls
+            )
+            supervisor.servers.append(health)
         except OSError as error:
             log.error(f"cannot serve health probes on {address}:{port}: {error}")
 

@@ -39,6 +39,7 @@ def reap(supervisor: Supervisor) -> None:
             continue
         worker = supervisor.by_pid.pop(pid, None)
         if worker is None:
+            supervisor.counters.orphans_reaped += 1
             if supervisor.log.enabled("debug"):
                 supervisor.log.debug(f"reaped orphan pid {pid} ({status.describe()})", pid=pid)
             continue
@@ -58,7 +59,7 @@ def on_exit(supervisor: Supervisor, worker: Worker, status: ExitStatus) -> None:
     """The one place a worker's death is interpreted (supervisord's finish())."""
     unit = worker.unit
     pid = worker.pid
-    worker.last_exit = status
+    worker.record_exit(status)
     worker.pid = 0
     worker.process = None
     was = worker.state
@@ -97,7 +98,7 @@ def on_spawn_failed(supervisor: Supervisor, worker: Worker, status: ExitStatus) 
     worker.timer = None
     if worker.state is not WorkerState.BACKOFF:
         return
-    worker.last_exit = status
+    worker.record_exit(status)
     if worker.unit.main:
         worker.state = WorkerState.EXITED
         supervisor.shutdown(status.shell_code)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from pyinit.config import ConfigError, load
 from pyinit.config.model import ReloadMode, ReloadTarget, Strategy, start_order
 from pyinit.config.reload_plan import describe, keep_default_outputs, plan
+from pyinit.control.server import RELOAD_FAILED
 from pyinit.core import signals
 from pyinit.supervise.listen import ListenError
 from pyinit.supervise.unit import Unit, WorkerState
@@ -58,6 +59,10 @@ def reload(supervisor: Supervisor) -> str:
     finally:
         supervisor.run_hooks("reload")
         supervisor.reconcile()
+    if summary.startswith(RELOAD_FAILED):
+        supervisor.counters.reloads_failed += 1
+    else:
+        supervisor.counters.reloads_ok += 1
     rolling = supervisor.rollouts.pending(number)
     if rolling:  # `pyinit ctl reload` follows it by this number (control/follow.py)
         summary += f"; replacing {', '.join(rolling)} (rollout {number})"
@@ -155,5 +160,5 @@ def _refused(supervisor: Supervisor, reason: str) -> str:
         event="reload_failed",
     )
     if supervisor.upstream is not None:
-        supervisor.upstream.status(f"reload failed: {reason}")
-    return f"reload failed: {reason}"
+        supervisor.upstream.status(f"{RELOAD_FAILED}: {reason}")
+    return f"{RELOAD_FAILED}: {reason}"

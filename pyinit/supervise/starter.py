@@ -66,6 +66,7 @@ def start_worker(supervisor: Supervisor, worker: Worker) -> None:
             os.close(pipes[1])
     worker.process = process
     worker.pid = process.pid
+    worker.starts += 1
     supervisor.by_pid[process.pid] = worker
     supervisor.run_hooks("new_worker", spec.name, worker.worker_id)
     worker.state = WorkerState.STARTING

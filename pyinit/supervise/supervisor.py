@@ -64,6 +64,7 @@ from pyinit.core import signals
 from pyinit.core.model import KILL_SETTLE_SECONDS
 from pyinit.core.notify import Upstream
 from pyinit.supervise import exits, reconfigure
+from pyinit.supervise.counters import Counters
 from pyinit.supervise.endpoints import close_endpoints, open_endpoints
 from pyinit.supervise.listen import ListenError, Listeners
 from pyinit.supervise.periodic import cancel_schedule, schedule_next_run
@@ -123,6 +124,7 @@ class Supervisor:
         self.rollouts = Rollouts(self)  # rolling replacements (issue 9)
         self.downstream: Downstream | None = None  # pyinit's own notify socket
         self.servers: list[object] = []  # control socket, health port: closed at exit
+        self.counters = Counters()  # what /metrics shows that no unit remembers
         self.listeners = Listeners()  # the services' own sockets (`listen`), held by pyinit
 
     def open_sockets(self) -> str | None:
@@ -323,6 +325,7 @@ class Supervisor:
             self.shutdown(0)
 
     def _forward(self, signum: int) -> None:
+        self.counters.forwarded(signals.signal_name(signum))
         for worker in list(self.by_pid.values()):
             signals.send(worker.pid, signum, group=True)
 

@@ -26,6 +26,7 @@ the unit's desired state (enabled, its `after` met, its id below `workers`).
 from __future__ import annotations
 
 import enum
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,8 @@ class Worker:
         self.started_at = 0.0
         self.instant_deaths = 0
         self.last_exit: ExitStatus | None = None
+        self.last_exit_at: float | None = None  # Unix time (wall clock: shown to people)
+        self.starts = 0  # processes started, whatever the reason
         self.timer: Timer | None = None  # backoff or kill timer, one at a time
         # The unit's `generation` this process was started from: an older one
         # means a reload changed the definition, and reconcile replaces it.
@@ -83,6 +86,11 @@ class Worker:
     @property
     def label(self) -> str:
         return f"{self.unit.name}[{self.worker_id}]"
+
+    def record_exit(self, status: ExitStatus) -> None:
+        """Its process ended (or could not start) with `status`: remember how and when."""
+        self.last_exit = status
+        self.last_exit_at = time.time()
 
     def cancel_timer(self) -> None:
         if self.timer is not None:
