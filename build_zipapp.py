@@ -34,9 +34,7 @@ from types import CodeType
 
 ROOT = Path(__file__).resolve().parent
 
-PURE_DEPENDENCIES = [
-    "sdnotify==0.3.2", "python-json-logger==4.2.0", "cronsim==2.8", "prometheus-client==0.26.0",
-]  # fmt: skip
+PURE_DEPENDENCIES = ["sdnotify==0.3.2", "python-json-logger==4.2.0", "cronsim==2.8"]
 PSUTIL = "psutil==7.2.2"
 #: machine (os.uname().machine) -> pip platform tag of its manylinux wheel
 #: The pyz's top-level entry: importing pyinit.__main__ runs it.

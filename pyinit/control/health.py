@@ -6,10 +6,6 @@ once every service is ready, else 503; `GET /metrics` is the Prometheus page
 like the ctl socket (listener.py: non-blocking, one request per connection,
 a deadline per client); `http.server` would cost more to import than this
 whole module.
-
-metrics.py, and prometheus_client with it (~40 ms, ~10 MiB), is imported
-by the first /metrics request, inside `_metrics`: a pyinit nobody scrapes,
-and every kubelet probe before the first scrape, never pay for it.
 """
 
 from __future__ import annotations
@@ -17,12 +13,11 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING
 
+from pyinit.control import metrics
 from pyinit.control.listener import REQUEST_TIMEOUT, ControlError, Listener
 from pyinit.control.usage import process_usage
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
-
     from pyinit.control.listener import Controlled
     from pyinit.control.metrics import MetricsSource
     from pyinit.core.logs import Log
@@ -99,8 +94,6 @@ class HealthServer(Listener):
     ) -> None:
         self.controlled = controlled
         self.metrics = metrics
-        self._registry: CollectorRegistry | None = None  # made by the first scrape
-        self._metrics_error = ""  # why /metrics cannot be served, once known
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -143,18 +136,6 @@ class HealthServer(Listener):
         return _http(404, f"not found: try {paths}\n", head)
 
     def _metrics(self, source: MetricsSource, head: bool) -> bytes:
-        """The Prometheus page; 503 if prometheus_client cannot be imported (an
-        install without it), said once in the log and then in every reply."""
-        if not self._metrics_error:
-            try:
-                from pyinit.control import metrics  # the first scrape pays: see above
-            except ImportError as error:
-                self._metrics_error = f"metrics unavailable: no prometheus_client ({error})"
-                self.log.error(f"health port: {self._metrics_error}")
-        if self._metrics_error:
-            return _http(503, self._metrics_error + "\n", head)
-        if self._registry is None:
-            self._registry = metrics.make_registry(
-                source, lambda pid: process_usage(pid, self.log)
-            )
-        return _http(200, metrics.render(self._registry), head, metrics.CONTENT_TYPE)
+        """The Prometheus page, from the supervisor's state as it is now."""
+        page = metrics.render(source, lambda pid: process_usage(pid, self.log))
+        return _http(200, page, head, metrics.CONTENT_TYPE)

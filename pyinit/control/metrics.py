@@ -9,11 +9,12 @@ families when Prometheus asks, and costs nothing in between. The few facts
 that exist nowhere else (orphans reaped, signals forwarded, reloads) are
 plain ints the supervisor counts where it handles those events.
 
-Why this module is imported lazily (by the health port, on the first
-/metrics request): `prometheus_client` pulls in http.server, urllib, ssl
-and wsgiref; on Python 3.11 that is about 40 ms and 14 MiB of RSS, which a
-pyinit that is never scraped must not pay, and the single-command path never
-sees it at all.
+Why the text is written here and not by `prometheus_client`: the format
+(exposition format 0.0.4) is a few lines of escaping, and importing that
+library into PID 1 pulled in http.server, urllib, ssl and wsgiref: +10 MiB
+of RSS (16 -> 26 MiB in services mode) and a 50-80 ms stall of the loop on
+the first scrape, for one page of text. The tests read the page with
+prometheus_client's own parser, so it stays what Prometheus reads.
 
 What a scrape shows (labels in braces):
 
@@ -36,17 +37,45 @@ What a scrape shows (labels in braces):
 
 from __future__ import annotations
 
+import os
+import resource
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
-from prometheus_client.process_collector import ProcessCollector
-
-CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # the text format every Prometheus reads
-#: pid -> (RSS bytes, CPU seconds), or Nones: control.server.process_usage
+#: The text format every Prometheus reads.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: pid -> (RSS bytes, CPU seconds), or Nones: control.usage.process_usage
 Usage = Callable[[int], tuple[int | None, float | None]]
+#: When this module was imported: pyinit's start, near enough (services mode imports it at start).
+_STARTED = time.time()
+
+
+class Family:
+    """One metric family: its samples, and the text Prometheus reads for them."""
+
+    def __init__(self, name: str, kind: str, text: str, labels: tuple[str, ...] = ()) -> None:
+        # A counter's samples end in _total, and so do its HELP and TYPE lines
+        # in format 0.0.4 (what prometheus_client writes too).
+        self.name = f"{name}_total" if kind == "counter" else name
+        self.kind, self.text, self.labels = kind, text, labels
+        self.samples: list[tuple[tuple[str, ...], float]] = []
+
+    def add(self, values: list[str] | tuple[str, ...], value: float) -> None:
+        self.samples.append((tuple(values), float(value)))
+
+    def lines(self) -> Iterator[str]:
+        help_text = self.text.replace("\\", "\\\\").replace("\n", "\\n")
+        yield f"# HELP {self.name} {help_text}"
+        yield f"# TYPE {self.name} {self.kind}"
+        for values, value in self.samples:
+            pairs = zip(self.labels, values, strict=True)
+            labels = ",".join(f'{key}="{_label_value(text)}"' for key, text in pairs)
+            yield f"{self.name}{{{labels}}} {value!r}" if labels else f"{self.name} {value!r}"
+
+
+def _label_value(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 class MetricsSource(Protocol):
@@ -68,110 +97,125 @@ def _number(row: Mapping[str, object], key: str) -> float | None:
     return float(value)
 
 
-class PyinitCollector:
-    """A prometheus_client custom collector over a MetricsSource (see the module docstring)."""
-
-    def __init__(self, source: MetricsSource, usage: Usage | None = None) -> None:
-        self.source = source
-        self.usage = usage
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self._worker_metrics(self.source.status())
-        source = self.source
-        ready = GaugeMetricFamily("pyinit_ready", "1 when every service is ready, else 0")
-        ready.add_metric([], 1.0 if source.is_ready() else 0.0)
-        yield ready
-        counts = source.counters()
-        orphans = CounterMetricFamily(
-            "pyinit_orphans_reaped", "Zombies pyinit reaped that were not its own workers"
-        )
-        orphans.add_metric([], counts.get("orphans_reaped", 0))
-        yield orphans
-        forwarded = CounterMetricFamily(
-            "pyinit_signals_forwarded",
-            "Signals pyinit received and passed on to its services' process groups",
-            labels=["signal"],
-        )
-        for name, count in sorted(source.forwarded_signals().items()):
-            forwarded.add_metric([name], count)
-        yield forwarded
-        reloads = CounterMetricFamily(
-            "pyinit_reloads", "Reloads (SIGHUP, ctl reload) by result", labels=["result"]
-        )
-        reloads.add_metric(["ok"], counts.get("reloads_ok", 0))
-        reloads.add_metric(["failed"], counts.get("reloads_failed", 0))
-        yield reloads
-
-    def _worker_metrics(self, rows: list[dict[str, object]]) -> Iterator[Metric]:
-        labels = ["service", "worker"]
-
-        def gauge(name: str, text: str, extra: tuple[str, ...] = ()) -> GaugeMetricFamily:
-            return GaugeMetricFamily(name, text, labels=[*labels, *extra])
-
-        state = gauge("pyinit_worker_state", "1 for the worker's current state", ("state",))
-        ready = gauge("pyinit_worker_ready", "1 when the worker runs and is ready, else 0")
-        restarts = CounterMetricFamily(
-            "pyinit_worker_restarts", "Restarts by the restart policy", labels=labels
-        )
-        starts = CounterMetricFamily(
-            "pyinit_worker_starts", "Starts of the worker, whatever the reason", labels=labels
-        )
-        exit_code = gauge(
-            "pyinit_worker_last_exit_code", "Shell code of the last exit (128+N: killed by N)"
-        )
-        exit_time = gauge(
-            "pyinit_worker_last_exit_timestamp_seconds", "Unix time of the worker's last exit"
-        )
-        uptime = gauge("pyinit_worker_uptime_seconds", "Seconds since the worker's process started")
-        rss = gauge("pyinit_worker_resident_memory_bytes", "Resident memory of its process")
-        cpu = CounterMetricFamily(
-            "pyinit_worker_cpu_seconds", "User and system CPU time of the worker's process",
-            labels=labels,
-        )  # fmt: skip
-        next_run = GaugeMetricFamily(
-            "pyinit_service_next_run_timestamp_seconds",
-            "Periodic jobs: Unix time of the next run",
-            labels=["service"],
-        )
-        scheduled: set[str] = set()
-        for row in rows:
-            key = [str(row.get("service")), str(row.get("worker"))]
-            pid = row.get("pid")
-            if self.usage is not None and isinstance(pid, int) and pid > 0:
-                memory, seconds = self.usage(pid)
-                # utime + stime in clock ticks: 3 decimals say it all, without float dust.
-                cpu_time = None if seconds is None else round(seconds, 3)
-                row = {**row, "rss": memory, "cpu": cpu_time}
-            state.add_metric([*key, str(row.get("state"))], 1.0)
-            ready.add_metric(key, 1.0 if row.get("ready") is True else 0.0)
-            restarts.add_metric(key, _number(row, "restarts") or 0.0)
-            starts.add_metric(key, _number(row, "starts") or 0.0)
-            for family, field in (
-                (exit_code, "last_exit_code"),
-                (exit_time, "last_exit_time"),
-                (uptime, "uptime"),
-                (rss, "rss"),
-                (cpu, "cpu"),
-            ):
-                value = _number(row, field)
-                if value is not None:
-                    family.add_metric(key, value)
-            when = _number(row, "next_run")
-            if when is not None and key[0] not in scheduled:
-                scheduled.add(key[0])
-                next_run.add_metric([key[0]], when)
-        yield from (state, ready, restarts, starts, exit_code, exit_time, uptime, rss, cpu)
-        yield next_run
+def render(source: MetricsSource, usage: Usage | None = None) -> bytes:
+    """The /metrics page, from one snapshot of the supervisor's state."""
+    families = [*_worker_families(source.status(), usage), *_pyinit_families(source, usage)]
+    text = "\n".join(line for family in families for line in family.lines())
+    return (text + "\n").encode()
 
 
-def make_registry(source: MetricsSource, usage: Usage | None = None) -> CollectorRegistry:
-    """A registry of our own: the global one would also carry what others registered."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(PyinitCollector(source, usage))
-    ProcessCollector(registry=registry)  # pyinit's own process_resident_memory_bytes and friends
-    return registry
+def _pyinit_families(source: MetricsSource, usage: Usage | None) -> Iterator[Family]:
+    ready = Family("pyinit_ready", "gauge", "1 when every service is ready, else 0")
+    ready.add([], 1.0 if source.is_ready() else 0.0)
+    yield ready
+    counts = source.counters()
+    orphans = Family(
+        "pyinit_orphans_reaped", "counter", "Zombies pyinit reaped that were not its own workers"
+    )
+    orphans.add([], counts.get("orphans_reaped", 0))
+    yield orphans
+    forwarded = Family(
+        "pyinit_signals_forwarded",
+        "counter",
+        "Signals pyinit received and passed on to its services' process groups",
+        ("signal",),
+    )
+    for name, count in sorted(source.forwarded_signals().items()):
+        forwarded.add([name], count)
+    yield forwarded
+    reloads = Family(
+        "pyinit_reloads", "counter", "Reloads (SIGHUP, ctl reload) by result", ("result",)
+    )
+    reloads.add(["ok"], counts.get("reloads_ok", 0))
+    reloads.add(["failed"], counts.get("reloads_failed", 0))
+    yield reloads
+    yield from _own_process(usage)
 
 
-def render(registry: CollectorRegistry) -> bytes:
-    """The /metrics page, in the Prometheus text format 0.0.4."""
-    return generate_latest(registry)
+def _own_process(usage: Usage | None) -> Iterator[Family]:
+    """pyinit's own process_* metrics, named as every Prometheus client library names them."""
+    memory, seconds = usage(os.getpid()) if usage is not None else (None, None)
+    if memory is not None:
+        rss = Family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.")
+        rss.add([], memory)
+        yield rss
+    if seconds is not None:
+        cpu = Family("process_cpu_seconds", "counter", "Total user and system CPU time in seconds.")
+        cpu.add([], round(seconds, 3))
+        yield cpu
+    try:
+        open_fds = len(os.listdir("/proc/self/fd")) - 1  # less the listing's own fd
+    except OSError:
+        pass
+    else:
+        fds = Family("process_open_fds", "gauge", "Number of open file descriptors.")
+        fds.add([], open_fds)
+        yield fds
+    limit = Family("process_max_fds", "gauge", "Maximum number of open file descriptors.")
+    limit.add([], resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    yield limit
+    started = Family(
+        "process_start_time_seconds", "gauge", "Start time of the process since unix epoch."
+    )
+    started.add([], round(_STARTED, 3))
+    yield started
+
+
+def _worker_families(rows: list[dict[str, object]], usage: Usage | None) -> list[Family]:
+    labels = ("service", "worker")
+
+    def gauge(name: str, text: str, extra: tuple[str, ...] = ()) -> Family:
+        return Family(name, "gauge", text, (*labels, *extra))
+
+    state = gauge("pyinit_worker_state", "1 for the worker's current state", ("state",))
+    ready = gauge("pyinit_worker_ready", "1 when the worker runs and is ready, else 0")
+    restarts = Family("pyinit_worker_restarts", "counter", "Restarts by the restart policy", labels)
+    starts = Family(
+        "pyinit_worker_starts", "counter", "Starts of the worker, whatever the reason", labels
+    )
+    exit_code = gauge(
+        "pyinit_worker_last_exit_code", "Shell code of the last exit (128+N: killed by N)"
+    )
+    exit_time = gauge(
+        "pyinit_worker_last_exit_timestamp_seconds", "Unix time of the worker's last exit"
+    )
+    uptime = gauge("pyinit_worker_uptime_seconds", "Seconds since the worker's process started")
+    rss = gauge("pyinit_worker_resident_memory_bytes", "Resident memory of its process")
+    cpu = Family(
+        "pyinit_worker_cpu_seconds", "counter",
+        "User and system CPU time of the worker's process", labels,
+    )  # fmt: skip
+    next_run = Family(
+        "pyinit_service_next_run_timestamp_seconds",
+        "gauge",
+        "Periodic jobs: Unix time of the next run",
+        ("service",),
+    )
+    scheduled: set[str] = set()
+    for row in rows:
+        key = [str(row.get("service")), str(row.get("worker"))]
+        pid = row.get("pid")
+        if usage is not None and isinstance(pid, int) and pid > 0:
+            memory, seconds = usage(pid)
+            # utime + stime in clock ticks: 3 decimals say it all, without float dust.
+            cpu_time = None if seconds is None else round(seconds, 3)
+            row = {**row, "rss": memory, "cpu": cpu_time}
+        state.add([*key, str(row.get("state"))], 1.0)
+        ready.add(key, 1.0 if row.get("ready") is True else 0.0)
+        restarts.add(key, _number(row, "restarts") or 0.0)
+        starts.add(key, _number(row, "starts") or 0.0)
+        for family, field in (
+            (exit_code, "last_exit_code"),
+            (exit_time, "last_exit_time"),
+            (uptime, "uptime"),
+            (rss, "rss"),
+            (cpu, "cpu"),
+        ):
+            value = _number(row, field)
+            if value is not None:
+                family.add(key, value)
+        when = _number(row, "next_run")
+        if when is not None and key[0] not in scheduled:
+            scheduled.add(key[0])
+            next_run.add([key[0]], when)
+    return [state, ready, restarts, starts, exit_code, exit_time, uptime, rss, cpu, next_run]
