@@ -60,6 +60,10 @@ class NotReachable(ClientError):
     """Nobody listens at that address (the next place to look may have pyinit)."""
 
 
+class NotPermitted(ClientError):
+    """A socket is there but we may not use it (a root pyinit's, seen by a user)."""
+
+
 def find_socket(environ: Mapping[str, str], run_dir: str = RUN_DIR, tmp_dir: str = TMP_DIR) -> str:
     """Where the client looks: $PYINIT_CTL_SOCKET, else the first candidate
     that exists (or hides in a directory we may not enter), else the abstract
@@ -67,17 +71,20 @@ def find_socket(environ: Mapping[str, str], run_dir: str = RUN_DIR, tmp_dir: str
     given = environ.get("PYINIT_CTL_SOCKET", "").strip()
     if given:
         return given
+    blocked = ""
     for path in socket_candidates(environ, run_dir, tmp_dir):
         try:
             if stat.S_ISSOCK(os.stat(path).st_mode):
                 return path
         except PermissionError:
-            # A directory we may not enter (/run/pyinit of a root pyinit): that
-            # pyinit is likely there, and connect() will say why it is not ours.
-            return path
+            # A directory we may not enter (/run/pyinit of a root pyinit). A
+            # pyinit of ours may still be at a later candidate (a non-root
+            # pyinit cannot use /run): only if none is, connect() says why
+            # this one is not for us.
+            blocked = blocked or path
         except OSError:
             continue
-    return abstract_address()
+    return blocked or abstract_address()
 
 
 def _check_directory(path: str) -> None:
@@ -166,7 +173,7 @@ def request(path: str, verb: str, args: list[str], timeout: float = CLIENT_TIMEO
                 f"cannot reach pyinit at {path}: {error.strerror} (is pyinit running?)"
             ) from None
         except PermissionError:
-            raise ClientError(permission_message(path)) from None
+            raise NotPermitted(permission_message(path)) from None
         _check_peer(sock, path)
         try:
             sock.sendall(json.dumps({"verb": verb, "args": args}).encode() + b"\n")
@@ -206,6 +213,12 @@ def _request_somewhere(path: str, environ: Mapping[str, str], verb: str, args: l
     found = find_socket(environ)
     try:
         return request(found, verb, args)
+    except NotPermitted:
+        try:  # a pyinit of ours without a writable file system, beside a root one's socket
+            return request(abstract_address(), verb, args)
+        except NotReachable:
+            pass
+        raise
     except NotReachable:
         if found == abstract_address():
             files = ", ".join(socket_candidates(environ))
