@@ -74,6 +74,7 @@ from bench_core import (  # noqa: E402  (the bench directory is not a package)
     version_of,
     wait_until,
 )
+from exec_clock import open_connector  # noqa: E402  (the same connector as bench_core)
 
 # Targets (the numbers issue 3 sets for pyinit).
 RESTART_P50_MAX_MS = 5.0
@@ -124,22 +125,8 @@ class ProcEvents:
 
     @classmethod
     def open(cls) -> ProcEvents | None:
-        try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
-        except (OSError, AttributeError):
-            return None
-        try:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
-            except OSError:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
-            sock.bind((0, CN_IDX_PROC))
-            op = struct.pack("=I", PROC_CN_MCAST_LISTEN)
-            body = CN_MSG.pack(CN_IDX_PROC, 1, 0, 0, len(op), 0) + op
-            sock.send(NLMSG_HEADER.pack(NLMSG_HEADER.size + len(body), 3, 0, 0, 0) + body)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
+        sock = open_connector()
+        if sock is None:
             return None
         events = cls(sock)
         # Prove it works here: our own fork of `true` must show up.

@@ -47,24 +47,8 @@ class ExecClock:
     @classmethod
     def open(cls) -> ExecClock | None:
         """A listening clock, or None where the connector is not available."""
-        try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
-        except (OSError, AttributeError):
-            return None
-        try:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
-            except OSError:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
-            sock.bind((0, CN_IDX_PROC))
-            op = struct.pack("=I", PROC_CN_MCAST_LISTEN)
-            body = CN_MSG.pack(CN_IDX_PROC, 1, 0, 0, len(op), 0) + op
-            sock.send(NLMSG_HEADER.pack(NLMSG_HEADER.size + len(body), 3, 0, 0, 0) + body)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            return None
-        return cls(sock)
+        sock = open_connector()
+        return None if sock is None else cls(sock)
 
     def watch(self, pid: int) -> None:
         self.watched.add(pid)
@@ -135,3 +119,25 @@ def self_test(clock: ExecClock) -> bool:
     ok = bool(clock.execs.get(pid))
     clock.forget()
     return ok
+
+
+def open_connector() -> socket.socket | None:
+    """A non-blocking socket subscribed to the kernel's proc connector (root), or None."""
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
+    except (OSError, AttributeError):
+        return None
+    try:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
+        sock.bind((0, CN_IDX_PROC))
+        op = struct.pack("=I", PROC_CN_MCAST_LISTEN)
+        body = CN_MSG.pack(CN_IDX_PROC, 1, 0, 0, len(op), 0) + op
+        sock.send(NLMSG_HEADER.pack(NLMSG_HEADER.size + len(body), 3, 0, 0, 0) + body)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        return None
+    return sock
